@@ -1,0 +1,111 @@
+"""Loading bases and tokenizers: 4-bit nf4 by default, safetensors only, remote code only on request."""
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+
+__all__ = [
+    "REMOTE_CODE_FAMILIES",
+    "resolve_model_source",
+    "pick_dtype",
+    "quantization_config",
+    "load_model",
+    "load_tokenizer",
+    "count_4bit_layers",
+    "count_parameters",
+]
+
+# Families whose hub repos ship their own modelling code (executed on load when trust_remote_code=True).
+REMOTE_CODE_FAMILIES = ("chatglm", "baichuan", "internlm")
+
+
+def resolve_model_source(base_model: str) -> str:
+    """Turn a profile's base_model into something from_pretrained takes ("tiny:<arch>" is built offline)."""
+    if base_model.startswith("tiny:"):
+        from .tiny import build_tiny_model
+
+        return str(build_tiny_model(base_model.removeprefix("tiny:")))
+    return base_model
+
+
+def pick_dtype(compute_dtype: str = "auto") -> torch.dtype:
+    """The compute dtype: bf16 where the GPU has it, fp16 on older GPUs (T4), fp32 on CPU."""
+    if compute_dtype != "auto":
+        return getattr(torch, compute_dtype)
+    if not torch.cuda.is_available():
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def quantization_config(quantization: str, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
+    """The bitsandbytes config of QLoRA (nf4, double quantization), or None for a full-precision base."""
+    if quantization == "none":
+        return None
+    if quantization != "nf4":
+        raise ValueError(f"unknown quantization {quantization!r}; valid: nf4, none")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,  # quantizes the quantization constants too: ~0.4 bit/param saved
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def _check_remote_code(name: str, trust_remote_code: bool) -> None:
+    family = next((f for f in REMOTE_CODE_FAMILIES if f in name.lower()), None)
+    if family and not trust_remote_code:
+        raise ValueError(
+            f"{name} ({family}) ships its own Python code that runs when it loads. Pass trust_remote_code=True "
+            "for this model only if you have read that code and trust its authors."
+        )
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    """Load a tokenizer with a pad token set (left padding, for batched generation)."""
+    _check_remote_code(name_or_path, trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token  # only sequence ends are padded; the attention mask hides them
+    tok.padding_side = "left"
+    return tok
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    quantization: str = "nf4",
+    compute_dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """Load a causal LM from the hub or a directory, in 4-bit nf4 unless quantization='none'."""
+    _check_remote_code(name_or_path, trust_remote_code)
+    dtype = pick_dtype(compute_dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path,
+        quantization_config=quantization_config(quantization, dtype),
+        dtype=dtype,
+        device_map={"": device},
+        use_safetensors=True,  # never unpickle weights: a .bin checkpoint can run arbitrary code
+        trust_remote_code=trust_remote_code,
+    )
+    if quantization == "nf4" and count_4bit_layers(model) == 0:
+        raise RuntimeError(f"{name_or_path} loaded without 4-bit layers; refusing to fall back to full precision")
+    return model
+
+
+def count_4bit_layers(model: torch.nn.Module) -> int:
+    """How many bitsandbytes 4-bit linear layers the model holds."""
+    import bitsandbytes as bnb
+
+    return sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit weights count as the number of values they store."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel() * 2 if p.__class__.__name__ == "Params4bit" else p.numel()  # two 4-bit values per byte
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total

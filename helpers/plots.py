@@ -1,0 +1,87 @@
+"""One plotting style (with a CJK font) and one place figures are saved."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib import font_manager
+
+from .paths import project_path
+
+__all__ = ["CJK_FONTS", "find_cjk_font", "setup_style", "profile_label", "save_figure", "plot_loss",
+           "plot_beside_paper"]
+
+# Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
+             "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "Arial Unicode MS")
+# System folders plus .cache/fonts, where `make setup` unpacks a font when it cannot install one as root.
+_FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".local/share/fonts"),
+              str(project_path(".cache/fonts")))
+DPI = 120
+
+
+def find_cjk_font() -> str | None:
+    """The first installed CJK-capable font family, registering fonts installed after matplotlib started."""
+    names = {f.name for f in font_manager.fontManager.ttflist}
+    found = next((f for f in CJK_FONTS if f in names), None)
+    if found is None:
+        for path in font_manager.findSystemFonts(fontpaths=list(_FONT_DIRS)):
+            font_manager.fontManager.addfont(path)
+        names = {f.name for f in font_manager.fontManager.ttflist}
+        found = next((f for f in CJK_FONTS if f in names), None)
+    return found
+
+
+def setup_style() -> str | None:
+    """Apply the cookbook's plot style; returns the CJK font in use (warns when there is none)."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    font = find_cjk_font()
+    if font is None:
+        warnings.warn("No CJK font found: Chinese text in figures will show as boxes. Install one, e.g. "
+                      "`apt-get install fonts-noto-cjk` (Colab) or `fonts-wqy-microhei` (Debian/Ubuntu).")
+    plt.rcParams["font.sans-serif"] = [font, "DejaVu Sans"] if font else ["DejaVu Sans"]
+    plt.rcParams["axes.unicode_minus"] = False  # CJK fonts often lack the Unicode minus glyph
+    plt.rcParams["figure.dpi"] = DPI
+    return font
+
+
+def profile_label(profile) -> str:
+    """The profile as every figure title shows it, with its caveat (smoke: not a result)."""
+    return f"profile: {profile.name}" + (f" ({profile.result_note})" if profile.result_note else "")
+
+
+def save_figure(fig, notebook: str, name: str, profile, root: str | Path = "figures") -> Path:
+    """Save to figures/<profile>/<notebook>/<name>.png at the house dpi and return the path."""
+    path = project_path(root) / profile.name / notebook / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def plot_loss(loss_history, profile, *, title: str = "训练损失 Training loss"):
+    """Loss against optimizer step, titled with the profile."""
+    steps, losses = zip(*loss_history) if loss_history else ((), ())
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(steps, losses, marker="o", markersize=3)
+    ax.set(xlabel="optimizer step", ylabel="loss (cross-entropy, nats/token)")
+    ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
+    return fig
+
+
+def plot_beside_paper(labels, ours, paper, profile, *, ylabel: str, title: str,
+                      paper_label: str = "Si et al. 2023", ours_label: str = "this run"):
+    """Grouped bars of this run's numbers beside the paper's for the same labels (NaN: not measured)."""
+    import numpy as np
+
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.7 * len(labels)), 3.8))
+    ax.bar(x - 0.2, paper, width=0.4, label=paper_label, color="#9aa5b1")
+    ax.bar(x + 0.2, ours, width=0.4, label=f"{ours_label} [{profile.name}]", color="#d1495b")
+    ax.set_xticks(x, labels, rotation=30, ha="right")
+    ax.set(ylabel=ylabel)
+    ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,176 @@
+"""Named run profiles: one table of settings per scale, resolved with overrides."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["Profile", "PROFILES", "get_profile", "profile_names"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every knob a notebook uses; each comment says what it changes and what it costs."""
+
+    name: str
+    description: str
+    base_model: str  # hub id, a local directory, or "tiny:<arch>" (built offline from a config)
+    quantization: str = "nf4"  # "nf4": 4-bit QLoRA (about 1/4 of fp16 weight memory); "none": full-precision base
+    compute_dtype: str = "auto"  # "auto" picks bf16 on GPUs that have it, fp16 on older GPUs (T4), fp32 on CPU
+    trust_remote_code: bool = False  # run code shipped with the model repo; only for families that need it
+    prompt_template: str = "auto"  # "auto" (chat template if the tokenizer has one), "chat", "alpaca_en", "alpaca_zh"
+    train_data: str = "data_samples/instructions_zh.json"  # a local file, or "hf:<dataset id>" on the hub
+    train_limit: int = 0  # keep at most this many training records (0: all)
+    eval_data: str = "data_samples/eval_zh.json"  # Belle-eval format: question / std_answer / class
+    eval_limit: int = 0  # evaluate at most this many instructions (0: all)
+    exam_data: str = "data_samples/exam_zh_test.jsonl"  # multiple-choice exam questions
+    exam_dev_data: str = "data_samples/exam_zh_dev.jsonl"  # k-shot exemplars
+    exam_limit: int = 0  # at most this many exam questions (0: all)
+    max_length: int = 512  # tokens per training sample; memory grows linearly with it
+    overlong: str = "truncate"  # samples over max_length: "truncate" the answer or "skip" the sample
+    epochs: float = 1.0  # passes over the training data (ignored when max_steps > 0)
+    max_steps: int = -1  # stop after this many optimizer steps (-1: run the epochs)
+    batch_size: int = 4  # samples per forward pass; the main driver of activation memory
+    grad_accum: int = 4  # forward passes per optimizer step; effective batch = batch_size * grad_accum
+    learning_rate: float = 2e-4  # LoRA tolerates higher rates than full fine-tuning
+    warmup_ratio: float = 0.03  # share of steps spent warming the learning rate up
+    lora_r: int = 16  # adapter rank: higher is more capacity and more memory
+    lora_alpha: int = 32  # adapter scale; alpha / r is the effective multiplier
+    lora_dropout: float = 0.05  # regularisation on the adapter input
+    target_modules: str = "all-linear"  # which linear layers get adapters ("all-linear" as in QLoRA)
+    gradient_checkpointing: bool = True  # recompute activations: ~30% slower, much less memory
+    logging_steps: int = 10  # log the loss every N steps (NaN checks run at each log)
+    save_steps: int = 100  # checkpoint every N steps (a multiple of logging_steps)
+    oom_retries: int = 2  # on out-of-memory, halve the batch and double accumulation this many times
+    seed: int = 42  # seeds data order, adapter init and dropout
+    max_new_tokens: int = 256  # generation length at evaluation
+    eval_batch_size: int = 8  # prompts per generation batch
+    output_root: str = "outputs"  # adapters, checkpoints and caches go here (point it at Google Drive on Colab)
+    result_note: str = ""  # printed on every figure and table this profile makes (e.g. "not a result")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as a plain dict (for results files)."""
+        return dataclasses.asdict(self)
+
+
+_SMOKE = Profile(
+    name="smoke",
+    description="CPU plumbing check: a tiny Qwen2-architecture model built offline; numbers mean nothing",
+    base_model="tiny:qwen2",
+    compute_dtype="float32",
+    train_limit=64,
+    eval_limit=20,
+    exam_limit=24,
+    max_length=128,
+    max_steps=30,
+    batch_size=4,
+    grad_accum=1,
+    learning_rate=1e-2,  # a tiny random model needs a large step to show a falling loss in 30 steps
+    warmup_ratio=0.0,
+    lora_r=8,
+    lora_alpha=16,
+    lora_dropout=0.0,
+    gradient_checkpointing=False,
+    logging_steps=1,
+    save_steps=10,
+    max_new_tokens=16,
+    eval_batch_size=8,
+    result_note="plumbing check on a tiny random model, not a result",
+)
+
+_COLAB_T4 = Profile(
+    name="colab-t4",
+    description="Free Colab T4 (15 GB, no bf16): Qwen2.5-1.5B in nf4 with fp16 compute",
+    base_model="Qwen/Qwen2.5-1.5B",
+    compute_dtype="float16",
+    train_data="hf:llm-wizard/alpaca-gpt4-data-zh",  # Alpaca-GPT4 in Chinese, the paper's default data
+    train_limit=5000,
+    eval_data="https://raw.githubusercontent.com/LianjiaTech/BELLE/main/eval/eval_set.json",
+    eval_limit=200,
+    exam_data="hf:haonan-li/cmmlu",
+    exam_dev_data="hf:haonan-li/cmmlu",
+    exam_limit=400,
+    max_length=512,
+    batch_size=4,
+    grad_accum=4,
+    logging_steps=10,
+    save_steps=100,
+    max_new_tokens=256,
+)
+
+_A100 = Profile(
+    name="a100",
+    description="A100 40/80 GB: a 7B-class base (Qwen2.5-7B) in nf4 with bf16 compute, as in the paper's scale",
+    base_model="Qwen/Qwen2.5-7B",
+    compute_dtype="bfloat16",
+    train_data="hf:llm-wizard/alpaca-gpt4-data-zh",
+    eval_data="https://raw.githubusercontent.com/LianjiaTech/BELLE/main/eval/eval_set.json",
+    exam_data="hf:haonan-li/cmmlu",
+    exam_dev_data="hf:haonan-li/cmmlu",
+    max_length=1024,
+    batch_size=8,
+    grad_accum=4,
+    gradient_checkpointing=True,
+    logging_steps=10,
+    save_steps=200,
+    max_new_tokens=512,
+    eval_batch_size=16,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _COLAB_T4, _A100)}
+
+_CHOICES = {
+    "quantization": ("nf4", "none"),
+    "compute_dtype": ("auto", "float32", "float16", "bfloat16"),
+    "prompt_template": ("auto", "chat", "alpaca_en", "alpaca_zh"),
+    "overlong": ("truncate", "skip"),
+}
+
+
+def profile_names() -> list[str]:
+    """Names of the built-in profiles."""
+    return list(PROFILES)
+
+
+def get_profile(name: str, **overrides: Any) -> Profile:
+    """Return the named profile with `overrides` applied, validating names, types and choices."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    known = {f.name: f for f in fields(Profile)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f"unknown profile field(s) {unknown}; valid fields: {', '.join(known)}")
+    # None means "keep the profile's value", so a notebook can default every knob to None.
+    clean = {k: _coerce(k, v, PROFILES[name]) for k, v in overrides.items() if v is not None}
+    profile = dataclasses.replace(PROFILES[name], **clean)
+    _validate(profile)
+    return profile
+
+
+def _coerce(key: str, value: Any, base: Profile) -> Any:
+    """Accept values as papermill passes them; reject anything of the wrong kind with the field's name."""
+    kind = type(getattr(base, key))
+    if kind is bool and not isinstance(value, bool):
+        raise TypeError(f"profile field {key!r} must be true or false, got {value!r}")
+    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise TypeError(f"profile field {key!r} must be a number, got {value!r}")
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise TypeError(f"profile field {key!r} must be a whole number, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise TypeError(f"profile field {key!r} must be a string, got {value!r}")
+    return kind(value)
+
+
+def _validate(p: Profile) -> None:
+    for key, choices in _CHOICES.items():
+        if getattr(p, key) not in choices:
+            raise ValueError(f"profile field {key!r} is {getattr(p, key)!r}; valid choices: {', '.join(choices)}")
+    for key in ("train_limit", "eval_limit", "exam_limit", "oom_retries"):
+        if getattr(p, key) < 0:
+            raise ValueError(f"profile field {key!r} must be 0 or more, got {getattr(p, key)}")
+    for key in ("batch_size", "grad_accum", "max_length", "logging_steps", "save_steps", "max_new_tokens"):
+        if getattr(p, key) < 1:
+            raise ValueError(f"profile field {key!r} must be at least 1, got {getattr(p, key)}")
+    if p.save_steps % p.logging_steps:
+        # The NaN guard runs when the loss is logged; a save between two logs could store a broken model.
+        raise ValueError(f"save_steps ({p.save_steps}) must be a multiple of logging_steps ({p.logging_steps})")

@@ -1,0 +1,238 @@
+"""QLoRA supervised fine-tuning with TRL's SFTTrainer: crash-safe checkpoints, resume, NaN and OOM guards."""
+from __future__ import annotations
+
+import math
+import os
+import resource
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback, set_seed
+from trl import SFTConfig, SFTTrainer
+
+from .models import count_parameters, pick_dtype
+from .peft_methods import build_lora_config, prepare_for_training
+
+__all__ = [
+    "TrainResult",
+    "NonFiniteLossError",
+    "OutOfMemoryAdvice",
+    "sft_config",
+    "latest_checkpoint",
+    "set_aside_incomplete",
+    "train_model",
+]
+
+COMPLETE_MARKER = "COMPLETE"  # written last into a checkpoint: its presence means every file is on disk
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before saving a broken model."""
+
+
+class OutOfMemoryAdvice(RuntimeError):
+    """Out of GPU memory even after the allowed batch halvings; the message says what to change."""
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced; `model` is the trained PeftModel (left out of to_dict)."""
+
+    loss_history: list[tuple[int, float]]
+    trainable_params: int
+    total_params: int
+    wall_time_s: float
+    peak_memory_mb: float
+    peak_memory_kind: str
+    tokens_seen: int
+    steps: int
+    batch_size: int
+    grad_accum: int
+    adapter_dir: str
+    resumed_from: str | None = None
+    model: object = field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary without the model."""
+        d = asdict(self) | {"loss_history": [list(x) for x in self.loss_history]}
+        d.pop("model")
+        return d
+
+
+class _CheckpointMarker(TrainerCallback):
+    """Marks a checkpoint complete after the Trainer wrote all of it (its own save is not atomic)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        tmp = ckpt / f".{COMPLETE_MARKER}.tmp"
+        with open(tmp, "w") as f:
+            f.write(str(state.global_step))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, ckpt / COMPLETE_MARKER)
+
+
+class _NonFiniteLossGuard(TrainerCallback):
+    """Stops at the first logged NaN/inf loss, naming the step, learning rate and last good checkpoint."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            last = latest_checkpoint(args.output_dir)
+            raise NonFiniteLossError(
+                f"loss became {loss} at step {state.global_step} (learning rate {logs.get('learning_rate')}); "
+                f"training stopped. Last good checkpoint: {last or 'none'}. Try a lower learning_rate, "
+                "compute_dtype='bfloat16' or 'float32' instead of float16, or check the data for empty answers."
+            )
+
+
+def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, grad_accum: int) -> SFTConfig:
+    """TRL settings from a profile: precision from the device, response-only loss, no NaN filtering."""
+    dtype = pick_dtype(profile.compute_dtype)
+    on_gpu = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        learning_rate=profile.learning_rate,
+        num_train_epochs=profile.epochs,
+        max_steps=profile.max_steps,
+        warmup_steps=profile.warmup_ratio,  # a float below 1 is a share of the total steps
+        lr_scheduler_type="cosine",
+        logging_steps=profile.logging_steps,
+        save_strategy="steps",
+        save_steps=profile.save_steps,
+        save_total_limit=2,  # keep two, so the previous complete checkpoint survives a kill during a save
+        seed=profile.seed,
+        data_seed=profile.seed,
+        fp16=on_gpu and dtype == torch.float16,  # fp16 trains with dynamic loss scaling (GradScaler)
+        bf16=on_gpu and dtype == torch.bfloat16,
+        gradient_checkpointing=False,  # done by prepare_for_training, before the adapter is attached
+        optim="paged_adamw_8bit" if on_gpu else "adamw_torch",  # paged 8-bit states save GPU memory
+        max_length=profile.max_length,
+        completion_only_loss=True,  # loss on the answer only: prompt tokens are labelled -100
+        logging_nan_inf_filter=False,  # the default would hide a NaN loss behind earlier averages
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        dataloader_num_workers=0,
+    )
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
+    """The newest checkpoint that was completely written, or None."""
+    root = Path(checkpoint_dir)
+    done = [p for p in root.glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()] if root.exists() else []
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def set_aside_incomplete(checkpoint_dir: str | os.PathLike) -> list[Path]:
+    """Move half-written checkpoints (a kill during a save) out of the way; returns where they went."""
+    root = Path(checkpoint_dir)
+    moved = []
+    for p in sorted(root.glob("checkpoint-*")) if root.exists() else []:
+        if not (p / COMPLETE_MARKER).exists():
+            dest = root / "incomplete" / f"{p.name}-{int(time.time())}"
+            dest.parent.mkdir(exist_ok=True)
+            shutil.move(str(p), dest)
+            moved.append(dest)
+    return moved
+
+
+def _guard_supervised(collate):
+    """Wrap a collator so a batch without a single supervised token fails loudly instead of training on nothing."""
+
+    def guarded(examples):
+        batch = collate(examples)
+        if int((batch["labels"] != -100).sum()) == 0:
+            raise ValueError(
+                f"a training batch of {len(examples)} examples has no supervised (answer) token: every label "
+                "is masked. Answers are empty or cut off by max_length; raise max_length or use overlong='skip'."
+            )
+        return batch
+
+    return guarded
+
+
+def _adapters_to_fp32(model) -> None:
+    """Undo TRL's bf16 cast of QLoRA adapters: a resumed run reloads them as fp32, so a fresh run must train in
+    fp32 too for the two to match. fp32 adapters cost a few MB, and a T4 has no native bf16 anyway."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+
+
+def _peak_memory() -> tuple[float, str]:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda max allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (CPU)"
+
+
+def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_accum, resume, callbacks):
+    ckpt_dir = out / "checkpoints"
+    set_aside_incomplete(ckpt_dir)
+    resume_from = latest_checkpoint(ckpt_dir) if resume else None
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(profile, ckpt_dir, batch_size=batch_size, grad_accum=grad_accum),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[_CheckpointMarker(), _NonFiniteLossGuard(), *callbacks],
+    )
+    if len(trainer.train_dataset) != len(dataset):  # TRL drops fully masked rows without saying so
+        raise ValueError(f"{len(dataset) - len(trainer.train_dataset)} of {len(dataset)} examples have no answer "
+                         "token left after truncation; build the dataset with build_sft_dataset(...)")
+    trainer.data_collator = _guard_supervised(trainer.data_collator)
+    _adapters_to_fp32(trainer.model)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.save_model(str(out / "adapter"))  # adapter weights only, as safetensors
+    return trainer, resume_from
+
+
+def _oom_advice(profile, batch_size: int, grad_accum: int) -> str:
+    return (
+        f"Out of GPU memory at batch_size={batch_size}, grad_accum={grad_accum}, max_length={profile.max_length}. "
+        "Try, in order: a smaller batch_size with a larger grad_accum (same effective batch); a shorter "
+        "max_length; gradient_checkpointing=True; quantization='nf4'; or a smaller profile/base model."
+    )
+
+
+def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLike, *, peft_config=None,
+                resume: bool = True, callbacks=()) -> TrainResult:
+    """Fine-tune with an adapter (LoRA by default), resuming from the latest complete checkpoint in output_dir."""
+    out = Path(output_dir)
+    set_seed(profile.seed)  # before the adapter is created: its initial weights come from this RNG
+    if not hasattr(model, "peft_config"):
+        model = prepare_for_training(model, peft_config or build_lora_config(profile),
+                                     gradient_checkpointing=profile.gradient_checkpointing)
+    batch_size, grad_accum = profile.batch_size, profile.grad_accum
+    start = time.perf_counter()
+    for attempt in range(profile.oom_retries + 1):
+        try:
+            trainer, resumed = _train_once(model, tokenizer, dataset, profile, out, batch_size, grad_accum,
+                                           resume, callbacks)
+            break
+        except torch.OutOfMemoryError as err:
+            if attempt == profile.oom_retries or batch_size == 1:
+                raise OutOfMemoryAdvice(_oom_advice(profile, batch_size, grad_accum)) from err
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+            batch_size, grad_accum = batch_size // 2, grad_accum * 2
+            print(f"Out of memory: retrying with batch_size={batch_size}, grad_accum={grad_accum} "
+                  "(same effective batch), from the latest complete checkpoint.")
+            resume = True
+    return _result(trainer, model, out, start, batch_size, grad_accum, resumed)
+
+
+def _result(trainer, model, out: Path, start: float, batch_size: int, grad_accum: int, resumed) -> TrainResult:
+    history = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    trainable, total = count_parameters(model)
+    peak, kind = _peak_memory()
+    return TrainResult(
+        loss_history=history, trainable_params=trainable, total_params=total,
+        wall_time_s=time.perf_counter() - start, peak_memory_mb=peak, peak_memory_kind=kind,
+        tokens_seen=int(trainer.state.num_input_tokens_seen), steps=trainer.state.global_step,
+        batch_size=batch_size, grad_accum=grad_accum, adapter_dir=str(out / "adapter"),
+        resumed_from=str(resumed) if resumed else None, model=model,
+    )

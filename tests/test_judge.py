@@ -1,0 +1,385 @@
+"""helpers.judge against a real loopback HTTP server (tests/fake_openai_server.py); no HTTP mocking."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # repo root, for `helpers` without install
+
+from helpers import judge  # noqa: E402
+from helpers.judge import (  # noqa: E402
+    CATEGORIES, JUDGE_PROMPT_VERSION, JudgeError, JudgeSettings, build_judge_messages,
+    judge_many, judge_one, judge_settings_from_env, parse_score,
+)
+from fake_openai_server import FakeJudgeServer, echo_reply  # noqa: E402
+
+KEY = "sk-test-PLANTED-7f3a9c1e-do-not-leak"
+ITEM = {"category": "math", "question": "1+1=?", "reference": "2", "response": "答案是 2"}
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch):
+    monkeypatch.setenv("JUDGE_API_KEY", KEY)
+    return KEY
+
+
+@pytest.fixture
+def delays(monkeypatch):
+    """Record backoff delays instead of sleeping, so retry tests are instant."""
+    recorded = []
+    monkeypatch.setattr(judge, "_sleep", recorded.append)
+    return recorded
+
+
+def settings_for(server, **overrides):
+    base = {"base_url": server.base_url, "model": "judge-test", "timeout_s": 5.0,
+            "max_retries": 2, "backoff_s": 0.01}
+    return JudgeSettings(**{**base, **overrides})
+
+
+def run_one(settings, item=ITEM):
+    return judge_one(settings, item["category"], item["question"], item["reference"], item["response"])
+
+
+def cache_entries(cache_dir):
+    return sorted(p.name for p in Path(cache_dir).glob("*.json"))
+
+
+# ---------------------------------------------------------------------------------------------- basics
+
+def test_good_score_and_request_shape():
+    with FakeJudgeServer(replies=["理由：答案正确。\n分数: 8"]) as srv:
+        out = run_one(settings_for(srv))
+    assert out == {"score": 0.8, "raw": "理由：答案正确。\n分数: 8", "cached": False,
+                   "judge_model": "judge-test", "prompt_version": JUDGE_PROMPT_VERSION}
+    (req,) = srv.requests
+    assert req["path"] == "/v1/chat/completions"
+    assert req["json"]["model"] == "judge-test" and req["json"]["temperature"] == 0
+    assert req["json"]["messages"] == build_judge_messages(**ITEM)
+    assert req["headers"]["Authorization"] == f"Bearer {KEY}"
+
+
+def test_malformed_non_json_reply_fails_at_once():
+    with FakeJudgeServer(replies=[("raw", b"not json"), "分数: 8"]) as srv:
+        with pytest.raises(JudgeError, match="malformed reply"):
+            run_one(settings_for(srv))
+    assert len(srv.requests) == 1
+
+
+def test_malformed_json_without_choices():
+    with FakeJudgeServer(replies=[("raw", b'{"choices": []}')]) as srv:
+        with pytest.raises(JudgeError, match="malformed reply"):
+            run_one(settings_for(srv))
+
+
+def test_out_of_range_score_is_reasked_once_then_fails():
+    with FakeJudgeServer(replies=["分数: 15"]) as srv:
+        with pytest.raises(JudgeError, match="out of range"):
+            run_one(settings_for(srv))
+    assert len(srv.requests) == 2
+    reask = srv.requests[1]["json"]["messages"]
+    assert reask[-2] == {"role": "assistant", "content": "分数: 15"}  # the judge sees its own slip
+    assert "分数: N" in reask[-1]["content"]
+
+
+def test_unparseable_then_good_reply_succeeds_after_reask():
+    with FakeJudgeServer(replies=["我觉得还行", "分数: 6"]) as srv:
+        assert run_one(settings_for(srv))["score"] == pytest.approx(0.6)
+    assert len(srv.requests) == 2
+
+
+# ---------------------------------------------------------------------------------------------- retries
+
+def test_timeout_is_retried_then_clear_error(delays):
+    with FakeJudgeServer(replies=[("sleep", 1.0)]) as srv:
+        settings = settings_for(srv, timeout_s=0.3, max_retries=1)
+        t0 = time.monotonic()
+        with pytest.raises(JudgeError) as err:
+            run_one(settings)
+        assert time.monotonic() - t0 < 1.5
+    msg = str(err.value)
+    assert "timed out" in msg and "2 attempts" in msg and srv.base_url in msg
+    assert len(delays) == 1
+
+
+def test_timeout_then_success(delays):
+    with FakeJudgeServer(replies=[("sleep", 1.0), "分数: 9"]) as srv:
+        out = run_one(settings_for(srv, timeout_s=0.3))
+    assert out["score"] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_transient_status_then_success(status, delays):
+    with FakeJudgeServer(replies=[("status", status), "分数: 7"]) as srv:
+        out = run_one(settings_for(srv))
+    assert out["score"] == pytest.approx(0.7)
+    assert len(srv.requests) == 2
+    assert delays == [0.01]
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_transient_status_forever_fails_naming_status_and_attempts(status, delays):
+    with FakeJudgeServer(replies=[("status", status)]) as srv:
+        with pytest.raises(JudgeError) as err:
+            run_one(settings_for(srv, max_retries=3))
+    msg = str(err.value)
+    assert f"HTTP {status}" in msg and "4 attempts" in msg and srv.base_url in msg
+    assert len(srv.requests) == 4
+    assert delays == pytest.approx([0.01, 0.02, 0.04])  # exponential backoff
+
+
+def test_retry_after_is_honoured_and_capped(delays):
+    replies = [("status", 429, {"Retry-After": "3"}), ("status", 429, {"Retry-After": "100000"}), "分数: 5"]
+    with FakeJudgeServer(replies=replies) as srv:
+        assert run_one(settings_for(srv))["score"] == pytest.approx(0.5)
+    assert delays == [3.0, judge._MAX_RETRY_AFTER_S]
+
+
+def test_other_4xx_fails_at_once(delays):
+    with FakeJudgeServer(replies=["分数: 5"], api_key="a-different-key") as srv:
+        with pytest.raises(JudgeError, match="HTTP 401"):
+            run_one(settings_for(srv))
+    assert len(srv.requests) == 1 and delays == []
+
+
+def test_connection_refused_is_retried(delays):
+    with socket.socket() as s:  # grab a free port, then close it so nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = JudgeSettings(base_url=f"http://127.0.0.1:{port}/v1", model="m", max_retries=2, backoff_s=0.01)
+    with pytest.raises(JudgeError, match="connection error.*3 attempts"):
+        run_one(settings)
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+def test_second_run_hits_cache_with_zero_requests(tmp_path):
+    cache = str(tmp_path / "judge-cache")
+    with FakeJudgeServer(replies=["分数: 8"]) as srv:
+        first = run_one(settings_for(srv, cache_path=cache))
+    with FakeJudgeServer(replies=["分数: 1"]) as srv2:
+        second = run_one(settings_for(srv2, cache_path=cache))
+        assert srv2.requests == []
+    assert first["cached"] is False and second["cached"] is True
+    assert second["score"] == first["score"] == 0.8 and second["raw"] == first["raw"]
+    assert len(cache_entries(cache)) == 1
+
+
+def test_cache_is_keyed_by_judge_model_and_inputs(tmp_path):
+    cache = str(tmp_path / "c")
+    with FakeJudgeServer(replies=["分数: 8"]) as srv:
+        run_one(settings_for(srv, cache_path=cache))
+        run_one(settings_for(srv, cache_path=cache, model="another-judge"))
+        run_one(settings_for(srv, cache_path=cache), {**ITEM, "response": "答案是 3"})
+    assert len(srv.requests) == 3 and len(cache_entries(cache)) == 3
+
+
+def test_crash_during_cache_write_leaves_no_partial_entry(tmp_path, monkeypatch):
+    cache = tmp_path / "c"
+
+    def crash(src, dst):
+        assert Path(src).read_text(encoding="utf-8")  # the temp file was fully written...
+        raise OSError("simulated crash before rename")  # ...but the process dies before the rename
+
+    with FakeJudgeServer(replies=["分数: 8"]) as srv:
+        monkeypatch.setattr(judge.os, "replace", crash)
+        with pytest.raises(OSError, match="simulated crash"):
+            run_one(settings_for(srv, cache_path=str(cache)))
+        monkeypatch.undo()
+        monkeypatch.setenv("JUDGE_API_KEY", KEY)
+        assert list(cache.iterdir()) == []  # no entry, and the temp file was cleaned up
+        out = run_one(settings_for(srv, cache_path=str(cache)))
+    assert out["cached"] is False and len(srv.requests) == 2  # the item was re-judged
+    assert len(cache_entries(cache)) == 1
+
+
+def test_hard_kill_mid_write_then_rerun_rejudges(tmp_path):
+    """A process killed between writing the temp file and renaming it leaves only an ignored *.tmp."""
+    cache = tmp_path / "c"
+    script = (
+        "import os, sys; sys.path[:0] = [sys.argv[1]]\n"
+        "from helpers import judge\n"
+        "judge.os.replace = lambda *a: os._exit(9)  # die abruptly: no cleanup, no finally\n"
+        "s = judge.JudgeSettings(base_url=sys.argv[2], model='judge-test', cache_path=sys.argv[3])\n"
+        "judge.judge_one(s, 'math', '1+1=?', '2', '答案是 2')\n"
+    )
+    with FakeJudgeServer(replies=["分数: 8"]) as srv:
+        proc = subprocess.run([sys.executable, "-c", script, str(ROOT), srv.base_url, str(cache)],
+                              env={**os.environ, "JUDGE_API_KEY": KEY}, timeout=60)
+        assert proc.returncode == 9
+        leftovers = [p.name for p in cache.iterdir()]
+        assert leftovers and all(name.endswith(".tmp") for name in leftovers)
+        assert cache_entries(cache) == []
+        out = run_one(settings_for(srv, cache_path=str(cache)))
+    assert out["cached"] is False and len(srv.requests) == 2
+
+
+def test_corrupt_cache_entry_is_a_miss(tmp_path):
+    cache = tmp_path / "c"
+    with FakeJudgeServer(replies=["分数: 8"]) as srv:
+        run_one(settings_for(srv, cache_path=str(cache)))
+        (entry,) = cache.glob("*.json")
+        entry.write_text('{"score": 0.8, "raw": "分', encoding="utf-8")  # torn by some outside tool
+        assert run_one(settings_for(srv, cache_path=str(cache)))["cached"] is False
+    assert len(srv.requests) == 2
+
+
+# ---------------------------------------------------------------------------------------------- the key
+
+def test_api_key_sent_but_never_leaked(tmp_path, delays):
+    cache = tmp_path / "c"
+    with FakeJudgeServer(replies=["分数: 8", ("status", 429), ("raw", f"oops {KEY}".encode()),
+                                  ("status", 400)]) as srv:
+        settings = settings_for(srv, cache_path=str(cache), max_retries=0)
+        run_one(settings)
+        errors = []
+        for response in ("b", "c", "d"):
+            with pytest.raises(JudgeError) as err:
+                run_one(settings, {**ITEM, "response": response})
+            errors.append(str(err.value) + repr(err.value))
+    assert all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in srv.requests)
+    assert "HTTP 429" in errors[0] and "malformed reply" in errors[1] and "HTTP 400" in errors[2]
+    assert not any(KEY in e for e in errors)
+    assert KEY not in repr(settings) and KEY not in str(settings)
+    for path in cache.rglob("*"):
+        assert KEY not in path.read_text(encoding="utf-8")
+
+
+def test_missing_key_names_the_variable_and_sends_nothing(monkeypatch):
+    monkeypatch.delenv("JUDGE_API_KEY")
+    with FakeJudgeServer(replies=["分数: 8"]) as srv:
+        with pytest.raises(JudgeError, match="JUDGE_API_KEY"):
+            run_one(settings_for(srv))
+    assert srv.requests == []
+
+
+def test_settings_from_env(monkeypatch):
+    monkeypatch.delenv("JUDGE_BASE_URL", raising=False)
+    monkeypatch.delenv("JUDGE_MODEL", raising=False)
+    assert judge_settings_from_env() is None
+    monkeypatch.setenv("JUDGE_BASE_URL", "http://127.0.0.1:9/v1/")
+    monkeypatch.setenv("JUDGE_MODEL", "gpt-4o-mini")
+    s = judge_settings_from_env(cache_path="/tmp/x")
+    assert (s.base_url, s.model, s.cache_path, s.api_key_env) == (
+        "http://127.0.0.1:9/v1", "gpt-4o-mini", "/tmp/x", "JUDGE_API_KEY")
+    assert judge_settings_from_env(model="other").model == "other"
+    assert KEY not in repr(s)
+    monkeypatch.delenv("JUDGE_MODEL")
+    with pytest.raises(JudgeError, match="JUDGE_MODEL"):
+        judge_settings_from_env()
+
+
+# ---------------------------------------------------------------------------------------------- batch
+
+def test_judge_many_in_order_and_uses_cache(tmp_path):
+    items = [{**ITEM, "response": r} for r in ("a", "bb", "ccc")]
+    with FakeJudgeServer(replies=["分数: 1", "分数: 2", "分数: 3"]) as srv:
+        settings = settings_for(srv, cache_path=str(tmp_path / "c"))
+        first = judge_many(settings, items, progress=False)
+        second = judge_many(settings, items, progress=False)
+    assert [r["score"] for r in first] == pytest.approx([0.1, 0.2, 0.3])
+    assert [r["score"] for r in second] == pytest.approx([0.1, 0.2, 0.3])
+    assert all(r["cached"] for r in second) and len(srv.requests) == 3
+
+
+def test_judge_many_names_the_failing_item(delays):
+    items = [{**ITEM, "response": r} for r in ("a", "b")]
+    with FakeJudgeServer(replies=["分数: 5", ("status", 500)]) as srv:
+        with pytest.raises(JudgeError, match=r"^item 1: .*HTTP 500"):
+            judge_many(settings_for(srv), items, progress=False)
+
+
+def test_judge_many_checks_fields_before_any_request():
+    with FakeJudgeServer(replies=["分数: 5"]) as srv:
+        with pytest.raises(JudgeError, match="item 1: missing field.*reference"):
+            judge_many(settings_for(srv), [ITEM, {"category": "math", "question": "q", "response": "r"}],
+                       progress=False)
+    assert srv.requests == []
+
+
+# ---------------------------------------------------------------------------------------------- prompts, parsing
+
+@pytest.mark.parametrize("text, expected", [
+    ("分数: 7", 0.7),
+    ("分数：7.5", 0.75),
+    ("分数：７", 0.7),
+    ("分数：１０", 1.0),
+    ("Score: 8/10", 0.8),
+    ("score:8 / 10", 0.8),
+    ("**分数**: 9", 0.9),
+    ("【分数】：6", 0.6),
+    ("得分: 4", 0.4),
+    ("分数: 0", 0.0),
+    ("分数: 85/100", 0.85),
+    ("回答较好。\n分数: 3\n复核后修正。\n分数: 5", 0.5),  # the last score line wins
+    ("分数为 6 分", 0.6),
+])
+def test_parse_score_variants(text, expected):
+    assert parse_score(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["分数: 12", "分数: -1", "Score: 11/10"])
+def test_parse_score_out_of_range(text):
+    with pytest.raises(JudgeError, match="out of range"):
+        parse_score(text)
+
+
+def test_parse_score_unparseable_quotes_the_start():
+    text = "这个回答很好" + "啊" * 300
+    with pytest.raises(JudgeError, match="unparseable judge reply") as err:
+        parse_score(text)
+    assert text[:200] in str(err.value) and text[:201] not in str(err.value)
+
+
+def test_every_category_has_its_own_prompt():
+    users = set()
+    for category in CATEGORIES:
+        msgs = build_judge_messages(category, "问题Q", "参考R", "回答A")
+        assert [m["role"] for m in msgs] == ["system", "user"]
+        assert "分数: N" in msgs[0]["content"] and "0 到 10" in msgs[0]["content"]
+        assert all(part in msgs[1]["content"] for part in ("问题Q", "参考R", "回答A"))
+        users.add(msgs[1]["content"])
+    assert len(users) == len(CATEGORIES) == 10
+    assert "最终答案" in build_judge_messages("math", "q", "r", "a")[1]["content"]
+    assert "忠实" in build_judge_messages("close_qa", "q", "r", "a")[1]["content"]
+
+
+def test_unknown_category_lists_valid_ones():
+    with pytest.raises(JudgeError, match="unknown category 'poetry'.*code.*extract"):
+        build_judge_messages("poetry", "q", "r", "a")
+
+
+# ---------------------------------------------------------------------------------------------- fake server
+
+def test_fake_server_echo_mode_is_deterministic():
+    with FakeJudgeServer(replies=None) as srv:
+        body = {"model": "m", "messages": [{"role": "user", "content": "x" * 25}]}
+        reply = requests.post(srv.base_url + "/chat/completions", json=body, timeout=5).json()
+        assert reply["choices"][0]["message"]["content"] == "分数: 3" == echo_reply(body)
+        out = run_one(settings_for(srv))
+    n = len(build_judge_messages(**ITEM)[-1]["content"]) % 11
+    assert out["score"] == pytest.approx(n / 10)
+
+
+def test_fake_server_cli_writes_base_url_and_serves(tmp_path):
+    port_file = tmp_path / "url"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai_server.py"),
+                             "--port-file", str(port_file)])
+    try:
+        deadline = time.monotonic() + 20
+        while not port_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        base_url = port_file.read_text(encoding="utf-8")
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/v1")
+        settings = JudgeSettings(base_url=base_url, model="m")
+        assert 0.0 <= run_one(settings)["score"] <= 1.0
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
