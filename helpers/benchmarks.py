@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .paths import cache_dir
+from .paths import cache_dir, project_path
 
 __all__ = [
     "BELLE_CATEGORIES",
@@ -159,7 +159,7 @@ def fetch(url: str) -> Path:
 
 def _local(source) -> Path:
     text = str(source)
-    path = fetch(text) if re.match(r"https?://", text) else Path(text).expanduser()
+    path = fetch(text) if re.match(r"https?://", text) else project_path(Path(text).expanduser())
     if not path.exists():
         raise BenchmarkError(f"benchmark file not found: {path}")
     return path

@@ -328,8 +328,7 @@ def _ordered(table: pd.DataFrame, label_col: str, canonical, outer: list[str]) -
 
 
 def mc_accuracy_table(df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Accuracy in percent per subject (+ "avg" over items) with bootstrap CIs, per mode and shots."""
-    # The "avg" row is over items; the paper's avg is the plain mean of the four subject columns.
+    """Accuracy in percent per subject (+ "avg", the mean of subjects as in the paper) with CIs, per mode/shots."""
     outer = [c for c in ("mode", "shots") if c in df.columns]
     scored = df.assign(accuracy=df["correct"].astype(float) * 100)
     table = summarise(scored, "accuracy", [*outer, "subject"], n_boot=n_boot, seed=seed)

@@ -91,7 +91,19 @@ def load_model(
     )
     if quantization == "nf4" and count_4bit_layers(model) == 0:
         raise RuntimeError(f"{name_or_path} loaded without 4-bit layers; refusing to fall back to full precision")
+    if device == "cpu":
+        _keep_trainable_layout(model)
     return model
+
+
+def _keep_trainable_layout(model) -> None:
+    """bitsandbytes 0.50 repacks 4-bit weights for fast CPU inference on the first eval forward pass, after which
+    training on them fails; keep the trainable layout, since notebooks generate before they train."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def count_4bit_layers(model: torch.nn.Module) -> int:

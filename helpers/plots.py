@@ -10,7 +10,7 @@ from matplotlib import font_manager
 from .paths import project_path
 
 __all__ = ["CJK_FONTS", "find_cjk_font", "setup_style", "profile_label", "save_figure", "plot_loss",
-           "plot_beside_paper"]
+           "plot_bars", "plot_beside_paper"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -71,17 +71,25 @@ def plot_loss(loss_history, profile, *, title: str = "训练损失 Training loss
     return fig
 
 
-def plot_beside_paper(labels, ours, paper, profile, *, ylabel: str, title: str,
-                      paper_label: str = "Si et al. 2023", ours_label: str = "this run"):
-    """Grouped bars of this run's numbers beside the paper's for the same labels (NaN: not measured)."""
+def plot_bars(labels, series: dict, profile, *, xlabel: str, ylabel: str, title: str):
+    """Grouped bars, one group per label and one bar per series (NaN: not measured); titled with the profile."""
     import numpy as np
 
-    x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.7 * len(labels)), 3.8))
-    ax.bar(x - 0.2, paper, width=0.4, label=paper_label, color="#9aa5b1")
-    ax.bar(x + 0.2, ours, width=0.4, label=f"{ours_label} [{profile.name}]", color="#d1495b")
+    x, width = np.arange(len(labels)), 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.55 * len(labels) * len(series) ** 0.5 + 2), 4.0))
+    palette = ["#9aa5b1", "#5c6b7a", "#d1495b", "#edae49", "#00798c", "#30638e"]
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width=width, label=name,
+               color=palette[i % len(palette)])
     ax.set_xticks(x, labels, rotation=30, ha="right")
-    ax.set(ylabel=ylabel)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=min(4, len(series)), loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False)
     return fig
+
+
+def plot_beside_paper(labels, ours, paper, profile, *, xlabel: str, ylabel: str, title: str,
+                      paper_label: str = "Si et al. 2023", ours_label: str = "this run"):
+    """This run's numbers beside the paper's for the same labels."""
+    return plot_bars(labels, {paper_label: paper, f"{ours_label} [{profile.name}]": ours}, profile,
+                     xlabel=xlabel, ylabel=ylabel, title=title)

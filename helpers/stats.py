@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["bootstrap_ci", "paired_difference", "summarise", "compare_runs"]
+__all__ = ["bootstrap_ci", "macro_bootstrap_ci", "paired_difference", "summarise", "compare_runs"]
 
 # Last grouping columns that name a per-item label; summarise() adds their "avg" row.
 _LABEL_COLS = ("category", "subject", "task", "domain")
@@ -49,6 +49,19 @@ def bootstrap_ci(values, *, n_boot=2000, confidence=0.95, seed=0) -> tuple[float
     return _percentile_ci(_as_array(values), n_boot, confidence, seed)
 
 
+def macro_bootstrap_ci(groups, *, n_boot=2000, confidence=0.95, seed=0) -> tuple[float, float, float]:
+    """(mean of group means, low, high), resampling items within each group (a stratified bootstrap)."""
+    arrays = [_as_array(g, f"group {i}") for i, g in enumerate(groups)]
+    if not arrays:
+        raise ValueError("macro_bootstrap_ci needs at least one group")
+    mean = float(np.mean([a.mean() for a in arrays]))
+    rng = np.random.default_rng(seed)
+    boot = np.mean([a[rng.integers(0, a.size, size=(n_boot, a.size))].mean(axis=1) for a in arrays], axis=0)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha])
+    return mean, min(float(low), mean), max(float(high), mean)
+
+
 def paired_difference(a, b, *, n_boot=2000, confidence=0.95, seed=0) -> tuple[float, float, float]:
     """(mean(b - a), low, high), resampling items jointly so each item is compared with itself."""
     a_arr, b_arr = _as_array(a, "a"), _as_array(b, "b")
@@ -64,7 +77,7 @@ def _ci_row(keys: dict, values, n_boot: int, seed: int) -> dict:
 
 
 def summarise(df, value_col, group_cols, *, n_boot=2000, seed=0) -> pd.DataFrame:
-    """Tidy table of n, mean, ci_low, ci_high per group, plus an "avg" row over items per higher group."""
+    """Tidy table of n, mean, ci_low, ci_high per group, plus an "avg" row (mean of group means) per higher group."""
     group_cols = [group_cols] if isinstance(group_cols, str) else list(group_cols)
     if not group_cols:
         return pd.DataFrame([_ci_row({}, df[value_col].to_numpy(), n_boot, seed)])
@@ -81,12 +94,16 @@ def _as_tuple(key) -> tuple:
 
 
 def _avg_rows(df, value_col, outer, label_col, n_boot, seed) -> list[dict]:
-    # The average is over items (micro), as the paper's Belle-eval "avg" with equal-size categories;
-    # with unequal categories it weights big ones more, which is the honest item-level CI.
-    if not outer:
-        return [_ci_row({label_col: "avg"}, df[value_col].to_numpy(), n_boot, seed)]
-    return [_ci_row({**dict(zip(outer, _as_tuple(k))), label_col: "avg"}, g[value_col].to_numpy(), n_boot, seed)
-            for k, g in df.groupby(outer, sort=True, dropna=False)]
+    # The paper's "avg" is the mean of the category (subject) means, so every category weighs the same
+    # whatever its size; its interval comes from resampling items within each category.
+    groups = [((), df)] if not outer else df.groupby(outer, sort=True, dropna=False)
+    rows = []
+    for k, g in groups:
+        parts = [part[value_col].to_numpy() for _, part in g.groupby(label_col, sort=True)]
+        mean, low, high = macro_bootstrap_ci(parts, n_boot=n_boot, seed=seed)
+        rows.append({**dict(zip(outer, _as_tuple(k))), label_col: "avg", "n": len(g), "mean": mean,
+                     "ci_low": low, "ci_high": high})
+    return rows
 
 
 def compare_runs(df_a, df_b, key_cols, value_col, *, n_boot=2000, seed=0) -> dict:

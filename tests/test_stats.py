@@ -115,3 +115,13 @@ def test_compare_runs_duplicate_keys():
     a = pd.DataFrame({"item": [1, 1], "score": [0.1, 0.2]})
     with pytest.raises(ValueError, match="duplicate"):
         compare_runs(a, a, ["item"], "score")
+
+
+def test_macro_average_weighs_groups_equally():
+    from helpers.stats import macro_bootstrap_ci
+
+    small, big = [1.0, 1.0], [0.0] * 98  # an item average would say 0.02
+    mean, low, high = macro_bootstrap_ci([small, big], seed=1)
+    assert mean == pytest.approx(0.5) and low <= mean <= high
+    spread = macro_bootstrap_ci([[0, 1] * 5, [0, 1, 1] * 5], seed=1)
+    assert spread[1] < spread[0] < spread[2]
