@@ -49,7 +49,9 @@ def setup_style() -> str | None:
 
 
 def profile_label(profile) -> str:
-    """The profile as every figure title shows it, with its caveat (smoke: not a result)."""
+    """The profile as every figure title shows it, with its caveat (smoke: not a result); a str passes through."""
+    if isinstance(profile, str):  # e.g. the paper's own numbers: "source: Si et al. 2023"
+        return profile
     return f"profile: {profile.name}" + (f" ({profile.result_note})" if profile.result_note else "")
 
 
@@ -84,12 +86,12 @@ def plot_bars(labels, series: dict, profile, *, xlabel: str, ylabel: str, title:
     ax.set_xticks(x, labels, rotation=30, ha="right")
     ax.set(xlabel=xlabel, ylabel=ylabel)
     ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
-    ax.legend(fontsize=8, ncol=min(4, len(series)), loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never on a bar
     return fig
 
 
 def plot_beside_paper(labels, ours, paper, profile, *, xlabel: str, ylabel: str, title: str,
                       paper_label: str = "Si et al. 2023", ours_label: str = "this run"):
     """This run's numbers beside the paper's for the same labels."""
-    return plot_bars(labels, {paper_label: paper, f"{ours_label} [{profile.name}]": ours}, profile,
+    return plot_bars(labels, {paper_label: paper, f"{ours_label} [{getattr(profile, 'name', profile)}]": ours}, profile,
                      xlabel=xlabel, ylabel=ylabel, title=title)

@@ -59,7 +59,8 @@ def summary_line(results: dict, wall_s: float) -> str:
     """One markdown table row: notebook, what it measured, headline numbers, profile, time."""
     numbers = ", ".join(f"{k}={_fmt(v)}" for k, v in results["metrics"].items() if not isinstance(v, (dict, list)))
     note = f" ({results['result_note']})" if results.get("result_note") else ""
-    return f"| {results['notebook']} | {results['measured']} | {numbers} | {results['profile']}{note} | {wall_s:.0f} s |"
+    cells = [results["notebook"], results["measured"], numbers, results["profile"] + note, f"{wall_s:.0f} s"]
+    return "| " + " | ".join(cells) + " |"
 
 
 def _fmt(v) -> str:

@@ -31,7 +31,8 @@ def _llama_config(vocab: int, ids: dict):
     s = _SIZES
     return LlamaConfig(vocab_size=vocab, hidden_size=s["hidden"], intermediate_size=s["intermediate"],
                        num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
-                       num_key_value_heads=s["kv_heads"], max_position_embeddings=1024, initializer_range=_INIT_RANGE, **ids)
+                       num_key_value_heads=s["kv_heads"], max_position_embeddings=1024,
+                       initializer_range=_INIT_RANGE, **ids)
 
 
 def _qwen2_config(vocab: int, ids: dict):
@@ -40,7 +41,8 @@ def _qwen2_config(vocab: int, ids: dict):
     s = _SIZES
     return Qwen2Config(vocab_size=vocab, hidden_size=s["hidden"], intermediate_size=s["intermediate"],
                        num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
-                       num_key_value_heads=s["kv_heads"], max_position_embeddings=1024, initializer_range=_INIT_RANGE, **ids)
+                       num_key_value_heads=s["kv_heads"], max_position_embeddings=1024,
+                       initializer_range=_INIT_RANGE, **ids)
 
 
 def _bloom_config(vocab: int, ids: dict):

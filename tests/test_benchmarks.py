@@ -1,21 +1,20 @@
 """helpers.benchmarks: category/subject names, Belle-eval and exam loaders, URL cache, offline errors."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from helpers import benchmarks  # noqa: E402
-from helpers.benchmarks import (  # noqa: E402
+from helpers import benchmarks
+from helpers.benchmarks import (
     BELLE_CATEGORIES, BenchmarkError, cached_path, fetch, load_belle_eval, load_exam,
     normalise_category, normalise_subject,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FIX = ROOT / "tests" / "fixtures"
 EXAM_COLUMNS = ["item_id", "subject", "question", "A", "B", "C", "D", "answer"]

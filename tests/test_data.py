@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # lets `pytest tests/...` import helpers without an install
-    sys.path.insert(0, str(ROOT))
 
-from helpers.data import (  # noqa: E402
+from helpers.data import (
     DataError,
     DataReport,
     InvalidLine,
@@ -23,6 +20,8 @@ from helpers.data import (  # noqa: E402
     read_text,
     validate_records,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CORPUS = ROOT / "tests" / "data_bad"
 

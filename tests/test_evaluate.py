@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from helpers import evaluate  # noqa: E402
-from helpers.benchmarks import load_exam  # noqa: E402
-from helpers.evaluate import (  # noqa: E402
+from helpers import evaluate
+from helpers.benchmarks import load_exam
+from helpers.evaluate import (
     OPTION_LETTERS, build_mc_prompt, category_table, extract_choice, mc_accuracy_table, mc_prompts,
     rouge_l_chars, score_choices, score_choices_naive, score_mc_generate, score_mc_loglik, score_offline,
     score_with_judge,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FIX = ROOT / "tests" / "fixtures"
 

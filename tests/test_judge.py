@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # repo root, for `helpers` without install
 
-from helpers import judge  # noqa: E402
-from helpers.judge import (  # noqa: E402
+from helpers import judge
+from helpers.judge import (
     CATEGORIES, JUDGE_PROMPT_VERSION, JudgeError, JudgeSettings, build_judge_messages,
     judge_many, judge_one, judge_settings_from_env, parse_score,
 )
-from fake_openai_server import FakeJudgeServer, echo_reply  # noqa: E402
+from fake_openai_server import FakeJudgeServer, echo_reply
+
+ROOT = Path(__file__).resolve().parents[1]
 
 KEY = "sk-test-PLANTED-7f3a9c1e-do-not-leak"
 ITEM = {"category": "math", "question": "1+1=?", "reference": "2", "response": "答案是 2"}

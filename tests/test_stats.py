@@ -1,13 +1,9 @@
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root, for `helpers` without install
 
-from helpers.stats import bootstrap_ci, compare_runs, paired_difference, summarise  # noqa: E402
+from helpers.stats import bootstrap_ci, compare_runs, paired_difference, summarise
 
 
 def test_ci_contains_mean_and_narrows_with_more_samples():
