@@ -44,17 +44,16 @@ def tune(model, tokenizer, profile, output_dir: str | Path, *, train_data: str |
 
 
 def evaluate_model(model, tokenizer, profile, benchmarks: dict, *, label: str, shots=(0,), judge=None,
-                   progress: bool = False) -> dict[str, pd.DataFrame]:
+                   progress: bool = True) -> dict[str, pd.DataFrame]:
     """Belle-style answers + scores (offline, and judged when `judge` is set) and exam results in both modes."""
     template = resolve_template(tokenizer, profile.prompt_template)
     answers = answer_instructions(model, tokenizer, benchmarks["belle"], template=template, progress=progress,
                                   max_new_tokens=profile.max_new_tokens, batch_size=profile.eval_batch_size)
     scores = [score_offline(answers)] + ([score_with_judge(answers, judge, progress=progress)] if judge else [])
     exam = [fn(model, tokenizer, benchmarks["exam"], shots=k, dev_df=benchmarks["exam_dev"],
-               batch_size=profile.eval_batch_size, **kw)
+               batch_size=profile.eval_batch_size, progress=progress, **kw)
             for k in shots
-            for fn, kw in ((score_mc_generate, {"template": template, "progress": progress}),
-                           (score_mc_loglik, {}))]
+            for fn, kw in ((score_mc_generate, {"template": template}), (score_mc_loglik, {}))]
     return {"answers": answers.assign(model=label), "belle": pd.concat(scores).assign(model=label),
             "exam": pd.concat(exam).assign(model=label)}
 

@@ -1,6 +1,8 @@
 """QLoRA supervised fine-tuning with TRL's SFTTrainer: crash-safe checkpoints, resume, NaN and OOM guards."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import resource
@@ -118,6 +120,7 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         dataloader_num_workers=0,
+        dataloader_pin_memory=on_gpu,
     )
 
 
@@ -139,6 +142,31 @@ def set_aside_incomplete(checkpoint_dir: str | os.PathLike) -> list[Path]:
             shutil.move(str(p), dest)
             moved.append(dest)
     return moved
+
+
+# Settings that shape the training trajectory: a checkpoint made under others must not be resumed.
+_TRAJECTORY_FIELDS = ("base_model", "quantization", "compute_dtype", "prompt_template", "max_length", "learning_rate",
+                      "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed")
+
+
+def _run_signature(profile, dataset, batch_size: int, grad_accum: int) -> dict:
+    rows = list(dataset["prompt"]) + list(dataset["completion"])
+    data = hashlib.sha256("\x00".join(rows).encode()).hexdigest()[:16]
+    return {**{k: getattr(profile, k) for k in _TRAJECTORY_FIELDS},
+            "effective_batch": batch_size * grad_accum, "data": data}
+
+
+def _match_or_set_aside(ckpt_dir: Path, signature: dict) -> None:
+    """Keep checkpoints only if they come from the same run settings and data; else move them aside."""
+    path = ckpt_dir / "run.json"
+    if path.exists() and json.loads(path.read_text()) != signature and list(ckpt_dir.glob("checkpoint-*")):
+        dest = ckpt_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
+        dest.mkdir(parents=True)
+        for p in ckpt_dir.glob("checkpoint-*"):
+            shutil.move(str(p), dest)
+        print(f"Settings or data changed since the last run: its checkpoints were moved to {dest}; starting fresh.")
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(signature, indent=1))
 
 
 def _guard_supervised(collate):
@@ -172,6 +200,7 @@ def _peak_memory() -> tuple[float, str]:
 
 def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_accum, resume, callbacks):
     ckpt_dir = out / "checkpoints"
+    _match_or_set_aside(ckpt_dir, _run_signature(profile, dataset, batch_size, grad_accum))
     set_aside_incomplete(ckpt_dir)
     resume_from = latest_checkpoint(ckpt_dir) if resume else None
     trainer = SFTTrainer(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from helpers.models import load_model, load_tokenizer
 from helpers.profiles import get_profile
@@ -155,3 +156,30 @@ def test_kill_during_save_never_leaves_a_corrupt_latest_checkpoint(tmp_path):
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["resumed_from"].endswith("checkpoint-2") and result["steps"] == 8
     assert list((ckpts / "incomplete").iterdir())  # the half-written one was set aside, not deleted
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(tiny_dir, smoke_examples, tmp_path, capsys):
+    profile, tok, model, ds = _setup(tiny_dir, smoke_examples, max_steps=4, save_steps=2)
+    train_model(model, tok, ds, profile, tmp_path)
+    profile, tok, model, ds = _setup(tiny_dir, smoke_examples, max_steps=4, save_steps=2, learning_rate=1e-3)
+    result = train_model(model, tok, ds, profile, tmp_path)
+    assert result.resumed_from is None and result.steps == 4
+    assert "moved to" in capsys.readouterr().out
+    assert list((tmp_path / "checkpoints" / "previous").iterdir())
+    profile, tok, model, ds = _setup(tiny_dir, smoke_examples, max_steps=6, save_steps=2, learning_rate=1e-3)
+    assert train_model(model, tok, ds, profile, tmp_path).resumed_from.endswith("checkpoint-4")  # longer: resumes
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_on_gpu_trains_with_loss_scaling(tiny_dir, smoke_examples, tmp_path):
+    """The colab-t4 precision (fp16 compute) uses a GradScaler and still trains to a finite loss."""
+    profile, tok, model, ds = _setup(tiny_dir, smoke_examples, compute_dtype="float16", max_steps=4)
+    seen = {}
+
+    class Spy(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen["fp16"] = args.fp16
+
+    result = train_model(model, tok, ds, profile, tmp_path, callbacks=[Spy()])
+    assert seen["fp16"] and all(torch.isfinite(torch.tensor([x for _, x in result.loss_history])))
