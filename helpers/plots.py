@@ -10,7 +10,7 @@ from matplotlib import font_manager
 from .paths import project_path
 
 __all__ = ["CJK_FONTS", "find_cjk_font", "setup_style", "profile_label", "save_figure", "plot_loss",
-           "plot_bars", "plot_beside_paper"]
+           "plot_bars", "plot_beside_paper", "captioned"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -95,3 +95,8 @@ def plot_beside_paper(labels, ours, paper, profile, *, xlabel: str, ylabel: str,
     """This run's numbers beside the paper's for the same labels."""
     return plot_bars(labels, {paper_label: paper, f"{ours_label} [{getattr(profile, 'name', profile)}]": ours}, profile,
                      xlabel=xlabel, ylabel=ylabel, title=title)
+
+
+def captioned(df, profile, title: str, precision: int = 1):
+    """A table for display whose caption names what it shows and the profile (smoke: not a result)."""
+    return df.style.set_caption(f"{title} · {profile_label(profile)}").format(precision=precision)

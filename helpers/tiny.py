@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from transformers import BloomConfig, LlamaConfig, Qwen2Config
+
 from .paths import cache_dir, project_path
 
 __all__ = ["TINY_ARCHS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tokenizer", "build_tiny_model"]
@@ -25,35 +27,26 @@ _SIZES = dict(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2)  # hid
 _INIT_RANGE = 0.2
 
 
-def _llama_config(vocab: int, ids: dict):
-    from transformers import LlamaConfig
+def _decoder_config(config_class):
+    """A tiny config for Llama-style decoders (Llama and Qwen2 take the same arguments)."""
 
-    s = _SIZES
-    return LlamaConfig(vocab_size=vocab, hidden_size=s["hidden"], intermediate_size=s["intermediate"],
-                       num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
-                       num_key_value_heads=s["kv_heads"], max_position_embeddings=1024,
-                       initializer_range=_INIT_RANGE, **ids)
+    def make(vocab: int, ids: dict):
+        s = _SIZES
+        return config_class(vocab_size=vocab, hidden_size=s["hidden"], intermediate_size=s["intermediate"],
+                            num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+                            num_key_value_heads=s["kv_heads"], max_position_embeddings=1024,
+                            initializer_range=_INIT_RANGE, **ids)
 
-
-def _qwen2_config(vocab: int, ids: dict):
-    from transformers import Qwen2Config
-
-    s = _SIZES
-    return Qwen2Config(vocab_size=vocab, hidden_size=s["hidden"], intermediate_size=s["intermediate"],
-                       num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
-                       num_key_value_heads=s["kv_heads"], max_position_embeddings=1024,
-                       initializer_range=_INIT_RANGE, **ids)
+    return make
 
 
 def _bloom_config(vocab: int, ids: dict):
-    from transformers import BloomConfig
-
     s = _SIZES
     return BloomConfig(vocab_size=vocab, hidden_size=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
                        initializer_range=_INIT_RANGE, **ids)
 
 
-TINY_ARCHS = {"llama": _llama_config, "qwen2": _qwen2_config, "bloom": _bloom_config}
+TINY_ARCHS = {"llama": _decoder_config(LlamaConfig), "qwen2": _decoder_config(Qwen2Config), "bloom": _bloom_config}
 
 
 def _corpus() -> list[str]:

@@ -103,6 +103,9 @@ def test_notebook_runs_on_smoke(path, executed):
     _check_common(results, path.stem)
     CHECKS.get(path.stem, lambda m: None)(results["metrics"])
     nb = nbformat.read(notebook, as_version=4)
-    errors = [o for c in _code_cells(nb) for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
+    outputs = [o for c in _code_cells(nb) for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    html = [o.get("data", {}).get("text/html", "") for o in outputs]
+    tables = [h for h in html if "<table" in h and "<progress" not in h]  # the Trainer's live loss table aside
+    assert all("profile: smoke" in t and "not a result" in t for t in tables), "every table says it is smoke"
 
