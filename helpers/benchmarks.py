@@ -10,7 +10,6 @@ Sources are local files, http(s) URLs (downloaded once into cache_dir("benchmark
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -167,18 +166,20 @@ def _local(source) -> Path:
 
 def _read_records(path: Path) -> list[dict]:
     """Records of a JSON array or JSONL file (Belle's eval_set.json is one object per line)."""
-    from .data import read_text  # UTF-8 with a GB18030 fallback, as for training data
+    from .data import DataError, InvalidLine, iter_json_text, read_text  # the training-data parser, reused
 
     text, _ = read_text(path)
+    rows = []
     try:
-        if text.lstrip().startswith("["):
-            rows = json.loads(text)
-        else:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as err:
+        for line, rec in iter_json_text(text, path):
+            if isinstance(rec, InvalidLine):
+                raise BenchmarkError(f"{path}: invalid JSON at line {line} ({rec.message})")
+            if not isinstance(rec, dict):
+                raise BenchmarkError(f"{path}: expected a JSON array of objects or one JSON object per line "
+                                     f"(line {line} holds a {type(rec).__name__})")
+            rows.append(rec)
+    except DataError as err:
         raise BenchmarkError(f"{path}: invalid JSON ({err})") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise BenchmarkError(f"{path}: expected a JSON array of objects or one JSON object per line")
     return rows
 
 

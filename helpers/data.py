@@ -21,6 +21,7 @@ __all__ = [
     "InvalidLine",
     "read_text",
     "iter_json_records",
+    "iter_json_text",
     "validate_records",
     "load_instructions",
     "load_instructions_from_hub",
@@ -176,6 +177,12 @@ def iter_json_records(path) -> Iterator[tuple[int, object]]:
     suffix = _check_extension(path)
     text, _ = read_text(path)
     return _iter_text_records(text, suffix, path)
+
+
+def iter_json_text(text: str, path) -> Iterator[tuple[int, object]]:
+    """(line_number, value) for JSON text sniffed by content: an array if it starts with '[', else JSON Lines."""
+    # Some .json files are JSON Lines (Belle's eval_set.json is), so the content decides, not the extension.
+    return _iter_text_records(text, ".json" if text.lstrip().startswith("[") else ".jsonl", path)
 
 
 def _check_extension(path) -> str:

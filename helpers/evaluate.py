@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .benchmarks import BELLE_CATEGORIES, EXAM_SUBJECTS
-from .generation import as_example, generate
-from .prompts import format_prompt
+from .generation import chat
+from .prompts import format_instructions
 from .stats import summarise
 
 __all__ = [
@@ -74,18 +74,12 @@ def rouge_l_chars(candidate: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _render(text: str, tokenizer, template: str) -> str:
-    """The prompt as the model sees it: its tuning format, or the text itself for template='raw' (bases)."""
-    return text if template == "raw" else format_prompt(as_example(text), tokenizer, template)
-
-
 def answer_instructions(model, tokenizer, items_df: pd.DataFrame, *, template: str = "auto",
                         max_new_tokens: int = 256, batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
     """A copy of items_df with a "response" column: the model's greedy answer to each question."""
-    prompts = [_render(q, tokenizer, template) for q in items_df["question"]]
     out = items_df.copy()
-    out["response"] = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, progress=progress)
+    out["response"] = chat(model, tokenizer, list(items_df["question"]), template=template,
+                           max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     return out
 
 
@@ -183,10 +177,8 @@ def score_mc_generate(model, tokenizer, exam_df: pd.DataFrame, *, shots: int = 0
                       template: str = "auto", batch_size: int = 8, max_new_tokens: int = 8,
                       cot_suffix: str = "", progress: bool = True) -> pd.DataFrame:
     """Generation-mode accuracy (the paper's): greedy reply, extracted letters, exact set match with the key."""
-    prompts = [_render(p, tokenizer, template)
-               for p in mc_prompts(exam_df, shots=shots, dev_df=dev_df, cot_suffix=cot_suffix)]
-    replies = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                       progress=progress)
+    replies = chat(model, tokenizer, mc_prompts(exam_df, shots=shots, dev_df=dev_df, cot_suffix=cot_suffix),
+                   template=template, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     out = _mc_frame(exam_df, "generate", shots, [extract_choice(r) for r in replies])
     out["reply"] = replies
     return out
@@ -304,7 +296,7 @@ def score_mc_loglik(model, tokenizer, exam_df: pd.DataFrame, *, shots: int = 0, 
     The continuation is the bare letter ("A", no space: Chinese exams write "答案：A"), tokenized right
     after the prompt. One letter is picked, so multi-answer items (MMCU has a few) always count as wrong.
     """
-    contexts = [_render(p, tokenizer, template) for p in mc_prompts(exam_df, shots=shots, dev_df=dev_df)]
+    contexts = format_instructions(mc_prompts(exam_df, shots=shots, dev_df=dev_df), tokenizer, template)
     # A raw prompt gets the tokenizer's own specials (LLaMA's BOS); a template already contains them.
     ll = score_choices(model, tokenizer, contexts, batch_size=batch_size, add_special_tokens=template == "raw",
                        progress=progress)

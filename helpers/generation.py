@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from .prompts import format_prompt
+from .prompts import format_instructions
 
-__all__ = ["generate", "chat", "as_example", "compare_before_after"]
+__all__ = ["generate", "chat", "compare_before_after"]
 
 
 @torch.no_grad()
@@ -27,15 +27,9 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128,
     return outputs
 
 
-def as_example(instruction: str, input_text: str = "") -> dict:
-    """A bare example dict (no history, no system prompt) for prompting."""
-    return {"instruction": instruction, "input": input_text, "history": [], "system": ""}
-
-
 def chat(model, tokenizer, instructions: list[str], *, template: str = "auto", **kwargs) -> list[str]:
     """Answer instructions, formatted exactly as in training."""
-    prompts = [format_prompt(as_example(q), tokenizer, template) for q in instructions]
-    return generate(model, tokenizer, prompts, **kwargs)
+    return generate(model, tokenizer, format_instructions(instructions, tokenizer, template), **kwargs)
 
 
 def compare_before_after(instructions: list[str], before: list[str], after: list[str]):

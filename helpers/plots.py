@@ -10,7 +10,7 @@ from matplotlib import font_manager
 from .paths import project_path
 
 __all__ = ["CJK_FONTS", "find_cjk_font", "setup_style", "profile_label", "save_figure", "plot_loss",
-           "plot_bars", "plot_beside_paper", "captioned"]
+           "plot_bars", "captioned"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -88,13 +88,6 @@ def plot_bars(labels, series: dict, profile, *, xlabel: str, ylabel: str, title:
     ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never on a bar
     return fig
-
-
-def plot_beside_paper(labels, ours, paper, profile, *, xlabel: str, ylabel: str, title: str,
-                      paper_label: str = "Si et al. 2023", ours_label: str = "this run"):
-    """This run's numbers beside the paper's for the same labels."""
-    return plot_bars(labels, {paper_label: paper, f"{ours_label} [{getattr(profile, 'name', profile)}]": ours}, profile,
-                     xlabel=xlabel, ylabel=ylabel, title=title)
 
 
 def captioned(df, profile, title: str, precision: int = 1):

@@ -5,7 +5,7 @@ format it was tuned on.
 """
 from __future__ import annotations
 
-__all__ = ["ALPACA_TEMPLATES", "resolve_template", "format_prompt", "build_sft_dataset"]
+__all__ = ["ALPACA_TEMPLATES", "resolve_template", "format_prompt", "format_instructions", "as_example", "build_sft_dataset"]
 
 # Alpaca-style layout (the format Si et al. tuned with), one wording per language; finding 6 compares them.
 ALPACA_TEMPLATES = {
@@ -28,13 +28,16 @@ ALPACA_TEMPLATES = {
 
 
 def resolve_template(tokenizer, template: str = "auto") -> str:
-    """'auto' becomes 'chat' when the tokenizer has a chat template, else 'alpaca_en'."""
+    """'auto' becomes 'chat' when the tokenizer has a chat template, else 'alpaca_en'; 'raw' is the bare text."""
+    if template == "raw":  # no format at all: how an untuned base is prompted (exam scoring)
+        return template
     if template == "auto":
         return "chat" if getattr(tokenizer, "chat_template", None) else "alpaca_en"
     if template == "chat" and not getattr(tokenizer, "chat_template", None):
         raise ValueError("prompt_template='chat' but this tokenizer has no chat template; use alpaca_en or alpaca_zh")
     if template != "chat" and template not in ALPACA_TEMPLATES:
-        raise ValueError(f"unknown prompt template {template!r}; valid: auto, chat, {', '.join(ALPACA_TEMPLATES)}")
+        raise ValueError(f"unknown prompt template {template!r}; "
+                         f"valid: auto, chat, {', '.join(ALPACA_TEMPLATES)}, raw")
     return template
 
 
@@ -66,7 +69,19 @@ def _alpaca_prompt(example: dict, template: str) -> str:
 def format_prompt(example: dict, tokenizer, template: str = "auto") -> str:
     """The prompt text for one example (instruction, input, history, system), ending where the answer starts."""
     template = resolve_template(tokenizer, template)
+    if template == "raw":
+        return _user_text(example)
     return _chat_prompt(example, tokenizer) if template == "chat" else _alpaca_prompt(example, template)
+
+
+def as_example(instruction: str, input_text: str = "") -> dict:
+    """A bare example dict (no history, no system prompt) for prompting."""
+    return {"instruction": instruction, "input": input_text, "history": [], "system": ""}
+
+
+def format_instructions(instructions: list[str], tokenizer, template: str = "auto") -> list[str]:
+    """Prompts for bare instructions, in the given format."""
+    return [format_prompt(as_example(text), tokenizer, template) for text in instructions]
 
 
 def build_sft_dataset(examples: list[dict], tokenizer, *, template: str = "auto", max_length: int = 512,

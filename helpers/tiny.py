@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -51,12 +50,10 @@ TINY_ARCHS = {"llama": _decoder_config(LlamaConfig), "qwen2": _decoder_config(Qw
 
 def _corpus() -> list[str]:
     """Every string in data_samples/*.json[l]: the tokenizer learns the Chinese it will be trained on."""
-    texts = []
-    for path in sorted(project_path("data_samples").glob("*.json*")):
-        raw = path.read_text(encoding="utf-8")
-        rows = json.loads(raw) if path.suffix == ".json" else [json.loads(x) for x in raw.splitlines() if x.strip()]
-        texts += [str(v) for row in rows for v in row.values() if isinstance(v, str)]
-    return texts
+    from .data import iter_json_records
+
+    paths = sorted(project_path("data_samples").glob("*.json*"))
+    return [v for path in paths for _, row in iter_json_records(path) for v in row.values() if isinstance(v, str)]
 
 
 def build_tokenizer(vocab_size: int = 3000):

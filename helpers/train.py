@@ -7,6 +7,7 @@ import math
 import os
 import resource
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -131,17 +132,22 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def set_aside_incomplete(checkpoint_dir: str | os.PathLike) -> list[Path]:
+def _move_aside(checkpoints: list[Path], folder: Path) -> Path | None:
+    """Move checkpoints into a new timestamped folder under `folder` (kept, never deleted); returns it."""
+    if not checkpoints:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = Path(tempfile.mkdtemp(dir=folder, prefix=time.strftime("%Y%m%d-%H%M%S-")))  # unique, even twice a second
+    for p in checkpoints:
+        shutil.move(str(p), dest)
+    return dest
+
+
+def set_aside_incomplete(checkpoint_dir: str | os.PathLike) -> Path | None:
     """Move half-written checkpoints (a kill during a save) out of the way; returns where they went."""
     root = Path(checkpoint_dir)
-    moved = []
-    for p in sorted(root.glob("checkpoint-*")) if root.exists() else []:
-        if not (p / COMPLETE_MARKER).exists():
-            dest = root / "incomplete" / f"{p.name}-{int(time.time())}"
-            dest.parent.mkdir(exist_ok=True)
-            shutil.move(str(p), dest)
-            moved.append(dest)
-    return moved
+    broken = [p for p in root.glob("checkpoint-*") if not (p / COMPLETE_MARKER).exists()] if root.exists() else []
+    return _move_aside(broken, root / "incomplete")
 
 
 # Settings that shape the training trajectory: a checkpoint made under others must not be resumed.
@@ -159,12 +165,11 @@ def _run_signature(profile, dataset, batch_size: int, grad_accum: int) -> dict:
 def _match_or_set_aside(ckpt_dir: Path, signature: dict) -> None:
     """Keep checkpoints only if they come from the same run settings and data; else move them aside."""
     path = ckpt_dir / "run.json"
-    if path.exists() and json.loads(path.read_text()) != signature and list(ckpt_dir.glob("checkpoint-*")):
-        dest = ckpt_dir / "previous" / time.strftime("%Y%m%d-%H%M%S")
-        dest.mkdir(parents=True)
-        for p in ckpt_dir.glob("checkpoint-*"):
-            shutil.move(str(p), dest)
-        print(f"Settings or data changed since the last run: its checkpoints were moved to {dest}; starting fresh.")
+    if path.exists() and json.loads(path.read_text()) != signature:
+        dest = _move_aside(list(ckpt_dir.glob("checkpoint-*")), ckpt_dir / "previous")
+        if dest:
+            print(f"Settings or data changed since the last run: its checkpoints were moved to {dest}; "
+                  "starting fresh.")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(signature, indent=1))
 

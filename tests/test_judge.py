@@ -204,7 +204,7 @@ def test_hard_kill_mid_write_then_rerun_rejudges(tmp_path):
     """A process killed between writing the temp file and renaming it leaves only an ignored *.tmp."""
     cache = tmp_path / "c"
     script = (
-        "import os, sys; sys.path[:0] = [sys.argv[1]]\n"
+        "import os, sys\n"
         "from helpers import judge\n"
         "judge.os.replace = lambda *a: os._exit(9)  # die abruptly: no cleanup, no finally\n"
         "s = judge.JudgeSettings(base_url=sys.argv[2], model='judge-test', cache_path=sys.argv[3])\n"

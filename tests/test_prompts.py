@@ -4,9 +4,8 @@ from __future__ import annotations
 import pytest
 
 from helpers.data import DataReport
-from helpers.generation import as_example
 from helpers.models import load_tokenizer
-from helpers.prompts import build_sft_dataset, format_prompt, resolve_template
+from helpers.prompts import as_example, build_sft_dataset, format_prompt, resolve_template
 
 
 @pytest.fixture(scope="module")
