@@ -129,13 +129,15 @@ def read_corpus(spec: str, *, max_chars: int = _HUB_CORPUS_CHARS) -> list[str]:
 
     name, _, config = spec.removeprefix("hf:").partition("@")
     texts, total = [], 0
-    for row in load_dataset(name, config or None, split="train", streaming=True):
+    for row in load_dataset(name, config or None, split="train", streaming=True):  # streamed: read a prefix only
         text = (row.get("text") or "").strip()
-        texts.append(text)
+        texts += [text] if text else []
         total += len(text)
         if total >= max_chars:
             break
-    return [t for t in texts if t]
+    if not texts:
+        raise ValueError(f"corpus {spec} has no rows with a non-empty 'text' column")
+    return texts
 
 
 def train_sentencepiece(texts: list[str], vocab_size: int, *, model_type: str = "unigram") -> bytes:
@@ -244,17 +246,13 @@ def _merge_into_tokenizer(tokenizer, sp_file: Path, new_proto: bytes, directory:
 
 def _add_as_tokens(tokenizer, new_proto: bytes, directory: Path):
     """The byte-level BPE substitute: every new piece the base splits into several tokens becomes an added token."""
-    tokenizer = _reload_copy(tokenizer, directory)
+    tokenizer.save_pretrained(directory)
+    tokenizer = _reload(directory)  # a copy: the caller's tokenizer stays as it was
     pieces = [p.piece.replace("\u2581", "") for p in _proto(new_proto).pieces if p.type == _NORMAL]
     pieces = [p for p in dict.fromkeys(pieces) if p and len(tokenizer(p, add_special_tokens=False)["input_ids"]) > 1]
     tokenizer.add_tokens(pieces)
     tokenizer.save_pretrained(directory)
     return _reload(directory), pieces
-
-
-def _reload_copy(tokenizer, directory: Path):
-    tokenizer.save_pretrained(directory)
-    return _reload(directory)
 
 
 def expand_tokenizer(tokenizer, texts: list[str], vocab_size: int, directory) -> tuple[object, dict]:
@@ -438,7 +436,8 @@ def _train_stage(model, peft_config, dataset, profile, steps: int, work: Path, s
 def continued_pretraining(model, tokenizer, texts: list[str], profile, *, new_ids: list[int], steps: int,
                           work_dir, adapter_dir=None) -> tuple[object, list]:
     """Causal-LM training on `texts`: the new token rows alone for the first half of `steps`, then LoRA on every
-    linear layer with those rows; both merged into the model. Old embedding and output rows never change.
+    linear layer with those rows; both merged into the model. Old embedding and output rows never change. On a
+    4-bit base the LoRA merge re-quantizes each layer (a small rounding change, which peft warns about).
 
     Returns (model, loss history [(stage, step, loss)]). The stage-2 adapter is saved in `adapter_dir` when given.
     """
@@ -562,18 +561,20 @@ def apply_vocab_expansion(model, tokenizer, profile) -> tuple[object, object, di
             raise ValueError("profile field 'pretrain_steps' needs 'vocab_expansion' (its corpus is pre-trained on)")
         return model, tokenizer, {"vocab_expansion": "", "pretrain_steps": 0, "new_tokens": 0}
     folder = output_dir(profile.output_root, profile.name, "vocab") / _fingerprint(model, tokenizer, profile, spec[0])
-    heldout = read_corpus_file(HELDOUT_CORPUS)
     if (folder / "report.json").exists():
         report = json.loads((folder / "report.json").read_text()) | {"cached": True}
-        model, expanded = _restore(model, folder, report)
-        return model, expanded, report
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
-    model, expanded, report = _expand(model, tokenizer, profile, spec, tmp)
-    report = {"vocab_expansion": profile.vocab_expansion, "pretrain_steps": profile.pretrain_steps, **report,
-              **compare_efficiency(tokenizer, expanded, heldout)}
-    (tmp / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    try:
-        os.replace(tmp, folder)  # atomic: a half-written expansion is never read back
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return model, _reload(folder / "tokenizer"), report | {"cached": False}
+        model, _ = _restore(model, folder, report)
+    else:
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+        model, expanded, report = _expand(model, tokenizer, profile, spec, tmp)
+        report = {"vocab_expansion": profile.vocab_expansion, "pretrain_steps": profile.pretrain_steps, **report,
+                  **compare_efficiency(tokenizer, expanded, read_corpus_file(HELDOUT_CORPUS))}
+        (tmp / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        try:
+            os.replace(tmp, folder)  # atomic: a half-written expansion is never read back
+        except OSError:  # another process finished the same expansion first
+            shutil.rmtree(tmp, ignore_errors=True)
+        report["cached"] = False
+    # A new identity: adapters trained on the expanded model are not attached to the plain base, nor vice versa.
+    model.name_or_path = model.config.name_or_path = str(folder)
+    return model, _reload(folder / "tokenizer"), report

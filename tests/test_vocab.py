@@ -173,6 +173,16 @@ def test_apply_vocab_expansion_is_cached(tiny_dir, tmp_path):
     s1, s2 = m1.state_dict(), m2.state_dict()
     assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
     assert check_vocabulary(m2, t2, verbose=False)["ok"]
+    assert m1.name_or_path == m2.name_or_path != source  # adapters tuned on it are not attached to the plain base
+
+
+def test_load_base_applies_the_profile(tmp_path):
+    from helpers.experiment import load_base
+
+    profile = get_profile("smoke", base_model="tiny:llama", vocab_expansion=f"{ZH_CORPUS}:2000",
+                          output_root=str(tmp_path))
+    model, tokenizer = load_base(profile)
+    assert len(tokenizer) > 3000 and check_vocabulary(model, tokenizer, verbose=False)["ok"]
 
 
 def test_profile_fields_and_bad_specs():
