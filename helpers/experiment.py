@@ -13,6 +13,7 @@ from .evaluate import (answer_instructions, category_table, mc_accuracy_table, s
 from .models import load_model, load_tokenizer, resolve_model_source
 from .prompts import build_sft_dataset, resolve_template
 from .train import train_model
+from .vocab import apply_vocab_expansion
 
 __all__ = ["load_base", "load_benchmarks", "tune", "attach_adapter", "evaluate_model", "score_tables"]
 
@@ -23,6 +24,8 @@ def load_base(profile):
     tokenizer = load_tokenizer(source, trust_remote_code=profile.trust_remote_code)
     model = load_model(source, quantization=profile.quantization, compute_dtype=profile.compute_dtype,
                        trust_remote_code=profile.trust_remote_code)
+    # Finding 05: a merged Chinese vocabulary (+ continued pre-training), cached; a no-op unless vocab_expansion.
+    model, tokenizer, _ = apply_vocab_expansion(model, tokenizer, profile)
     return model, tokenizer
 
 

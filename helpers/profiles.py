@@ -47,6 +47,13 @@ class Profile:
     eval_batch_size: int = 8  # prompts per generation batch
     output_root: str = "outputs"  # adapters, checkpoints and caches go here (point it at Google Drive on Colab)
     result_note: str = ""  # printed on every figure and table this profile makes (e.g. "not a result")
+    # Vocabulary expansion (finding 05; helpers.vocab.apply_vocab_expansion): "" keeps the base's vocabulary;
+    # "<corpus>:<pieces>" trains that many Chinese pieces on the corpus and appends the new ones. Each new token
+    # adds a row to the embeddings and to the output layer (2 x hidden size values; unquantised even in nf4).
+    vocab_expansion: str = ""
+    # Continued pre-training steps on the vocab_expansion corpus before instruction tuning (0: none): the new
+    # rows alone for the first half, then LoRA with them. Costs about as much per step as tuning at max_length.
+    pretrain_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (for results files)."""
