@@ -29,7 +29,7 @@ __all__ = [
     "build_tiny_model",
 ]
 
-_VERSION = "2"  # bump to rebuild every cached tiny model
+_VERSION = "3"  # bump to rebuild every cached tiny model
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
 # A ChatML-style template (the format Qwen uses), so the smoke path exercises chat templates.
 CHAT_TEMPLATE = (
@@ -70,7 +70,15 @@ def _corpus() -> list[str]:
     from .data import iter_json_records
 
     paths = sorted(project_path("data_samples").glob("*.json*"))
-    return [v for path in paths for _, row in iter_json_records(path) for v in row.values() if isinstance(v, str)]
+    return [text for path in paths for _, row in iter_json_records(path) for text in _strings(row)]
+
+
+def _strings(value) -> list[str]:
+    """Every string inside a JSON value, nested ones too (conversation turns, answer choices)."""
+    if isinstance(value, str):
+        return [value]
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return [text for child in children for text in _strings(child)]
 
 
 def read_corpus_file(path) -> list[str]:
