@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .benchmarks import BELLE_CATEGORIES, EXAM_SUBJECTS
+from .eval_sets import BELLE_CATEGORIES, EXAM_SUBJECTS
 from .generation import chat
 from .prompts import format_instructions
 from .stats import summarise

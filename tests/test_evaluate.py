@@ -11,7 +11,7 @@ import torch
 
 
 from helpers import evaluate
-from helpers.benchmarks import load_exam
+from helpers.eval_sets import load_exam
 from helpers.evaluate import (
     OPTION_LETTERS, build_mc_prompt, category_table, extract_choice, mc_accuracy_table, mc_prompts,
     rouge_l_chars, score_choices, score_choices_naive, score_mc_generate, score_mc_loglik, score_offline,

@@ -1,4 +1,4 @@
-"""helpers.benchmarks: category/subject names, Belle-eval and exam loaders, URL cache, offline errors."""
+"""helpers.eval_sets: category/subject names, Belle-eval and exam loaders, URL cache, offline errors."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ import pytest
 import requests
 
 
-from helpers import benchmarks
-from helpers.benchmarks import (
+from helpers import eval_sets
+from helpers.eval_sets import (
     BELLE_CATEGORIES, BenchmarkError, cached_path, fetch, load_belle_eval, load_exam,
     normalise_category, normalise_subject,
 )
@@ -130,7 +130,7 @@ def test_url_source_uses_the_cached_file(monkeypatch):
     def no_download(url, dest):
         raise AssertionError("must not download when the file is cached")
 
-    monkeypatch.setattr(benchmarks, "_download", no_download)
+    monkeypatch.setattr(eval_sets, "_download", no_download)
     target = cached_path(URL)
     assert target.name.endswith("-eval_set.json")
     target.write_bytes((FIX / "eval_belle.jsonl").read_bytes())
@@ -144,7 +144,7 @@ def test_url_source_downloads_once(monkeypatch):
         calls.append(url)
         dest.write_bytes((FIX / "eval_belle.json").read_bytes())
 
-    monkeypatch.setattr(benchmarks, "_download", fake_download)
+    monkeypatch.setattr(eval_sets, "_download", fake_download)
     load_belle_eval(URL)
     load_belle_eval(URL)
     assert calls == [URL]
@@ -154,7 +154,7 @@ def test_offline_error_names_url_and_cache_path(monkeypatch):
     def offline(url, dest):
         raise requests.ConnectionError("Name or service not known")
 
-    monkeypatch.setattr(benchmarks, "_download", offline)
+    monkeypatch.setattr(eval_sets, "_download", offline)
     with pytest.raises(BenchmarkError) as err:
         load_belle_eval(URL)
     message = str(err.value)
@@ -272,7 +272,7 @@ def test_hf_source_maps_cmmlu_subjects(monkeypatch):
     df = load_exam("hf:haonan-li/cmmlu", subjects=["psychology", "法律"], split="dev")
     assert list(df.columns) == EXAM_COLUMNS
     assert calls[0] == ("haonan-li/cmmlu", "professional_psychology", "dev")
-    assert {c[1] for c in calls} == {"professional_psychology", *benchmarks.CMMLU_SUBJECTS["law"]}
+    assert {c[1] for c in calls} == {"professional_psychology", *eval_sets.CMMLU_SUBJECTS["law"]}
     assert set(df["subject"]) == {"psychology", "law"} and set(df["answer"]) == {"C"}
     assert df.loc[0, "item_id"] == "professional_psychology-0"
 

@@ -1,4 +1,4 @@
-"""Benchmark loaders: Belle-eval (open instructions) and Chinese exams (MMCU, CMMLU, C-Eval) as DataFrames.
+"""Evaluation sets: Belle-eval (open instructions) and Chinese exams (MMCU, CMMLU, C-Eval) as DataFrames.
 
 Every loader returns the same columns whatever the source format, so the scoring code in
 `helpers.evaluate` never looks at file formats:
