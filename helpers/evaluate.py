@@ -84,8 +84,13 @@ def answer_instructions(model, tokenizer, items_df: pd.DataFrame, *, template: s
 
 
 def score_offline(df: pd.DataFrame) -> pd.DataFrame:
-    """Tidy scores {item_id, category, scorer="rouge_l_chars", score} against each item's reference."""
-    scores = [rouge_l_chars(r, ref) for r, ref in zip(df["response"], df["reference"])]
+    """Tidy scores {item_id, category, scorer="rouge_l_chars", score} against each item's reference.
+
+    An item without a reference (Belle leaves brainstorming, generation and most rewrite items without
+    one) has no offline score: NaN, not a structural 0. category_table counts those as `n_unscored`.
+    """
+    scores = [rouge_l_chars(r, ref) if isinstance(ref, str) and ref.strip() else np.nan  # None/NaN: none
+              for r, ref in zip(df["response"], df["reference"])]
     return pd.DataFrame({"item_id": df["item_id"].to_numpy(), "category": df["category"].to_numpy(),
                          "scorer": "rouge_l_chars", "score": scores})
 
@@ -168,9 +173,13 @@ def extract_choice(text: str) -> str:
 
 def _mc_frame(exam_df: pd.DataFrame, mode: str, shots: int, preds: list[str]) -> pd.DataFrame:
     answers = exam_df["answer"].to_numpy()
+    bad = [i for i, a in zip(exam_df["item_id"], answers) if not (isinstance(a, str) and re.fullmatch("[A-D]+", a))]
+    if bad:  # the loaders guarantee letters; a hand-made table might not
+        raise ValueError(f"exam items without a valid answer key (letters A-D): {bad[:5]}")
+    # A reply with no letter ("") is wrong by construction, whatever the key.
     return pd.DataFrame({"item_id": exam_df["item_id"].to_numpy(), "subject": exam_df["subject"].to_numpy(),
                          "mode": mode, "shots": shots, "pred": preds, "answer": answers,
-                         "correct": [p == a for p, a in zip(preds, answers)]})
+                         "correct": [bool(p) and p == a for p, a in zip(preds, answers)]})
 
 
 def score_mc_generate(model, tokenizer, exam_df: pd.DataFrame, *, shots: int = 0, dev_df=None,
@@ -328,8 +337,26 @@ def mc_accuracy_table(df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) ->
 
 
 def category_table(df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Mean score on a 0-100 scale per category (+ "avg") with bootstrap CIs, one block per scorer."""
+    """Mean 0-100 score per category (+ "avg") with bootstrap CIs and n_unscored, one block per scorer.
+
+    Columns: scorer, category, n (scored items), mean, ci_low, ci_high, n_unscored (items with a NaN
+    score: no reference to score against). Unscored items stay out of every mean; a category with no
+    scored item keeps its row with n=0 and NaN mean/CI ("n/a"), and "avg" is the mean over the scored
+    categories, its n_unscored the total left out.
+    """
     # Grouping by scorer first means ROUGE and judge scores are never averaged together.
-    scored = df.assign(score100=df["score"].astype(float) * 100)
-    table = summarise(scored, "score100", ["scorer", "category"], n_boot=n_boot, seed=seed)
+    df = df.assign(score100=df["score"].astype(float) * 100)
+    keys = ["scorer", "category"]
+    scored = df.dropna(subset=["score100"])
+    table = summarise(scored, "score100", keys, n_boot=n_boot, seed=seed)
+    # Every (scorer, category) seen keeps a row, and every scorer an "avg": n=0, NaN mean where none scored.
+    rows = pd.concat([df[keys], pd.DataFrame({"scorer": df["scorer"].unique(), "category": "avg"})])
+    table = rows.drop_duplicates().merge(table, how="left", on=keys)
+    unscored = df["score100"].isna()
+    per_category = unscored.groupby([df["scorer"], df["category"]]).sum()
+    per_scorer = unscored.groupby(df["scorer"]).sum()
+    table["n"] = table["n"].fillna(0).astype(int)
+    table["n_unscored"] = [int(per_scorer[s] if c == "avg" else per_category[(s, c)])
+                           for s, c in zip(table["scorer"], table["category"])]
+    table = table[[*keys, "n", "mean", "ci_low", "ci_high", "n_unscored"]]
     return _ordered(table, "category", BELLE_CATEGORIES, ["scorer"])
