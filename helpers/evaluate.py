@@ -99,7 +99,8 @@ def score_with_judge(df: pd.DataFrame, settings, *, progress: bool = True) -> pd
     """Tidy scores {item_id, category, scorer="judge:<model>", score} from the LLM judge (cached on disk)."""
     from .judge import judge_many
 
-    items = df[["category", "question", "reference", "response"]].to_dict("records")
+    # An empty reference is judged reference-free (helpers.judge.needs_reference), as Belle does.
+    items = df[["category", "question", "reference", "response"]].fillna({"reference": ""}).to_dict("records")
     verdicts = judge_many(settings, items, progress=progress)
     return pd.DataFrame({"item_id": df["item_id"].to_numpy(), "category": df["category"].to_numpy(),
                          "scorer": f"judge:{settings.model}", "score": [v["score"] for v in verdicts]})
