@@ -6,6 +6,20 @@ Multiple choice is scored two ways:
 - "loglik": each option letter is scored by the model's log-probability after the prompt; the highest wins.
   It measures what the model knows even when it cannot follow the answer format.
 Every scorer returns a tidy DataFrame (one row per item), summarised by mc_accuracy_table / category_table.
+
+Log-likelihood mode against lm-evaluation-harness (tests/test_lm_eval_parity.py): on the same prompt,
+items and model, score_mc_loglik gives lm-eval's per-item log-likelihoods, choices and accuracy ("acc").
+The prompt is the one lm-eval's `cmmlu` / `ceval-valid` tasks use (header "以下是关于<subject>的单项选择题，
+请直接给出正确答案的选项。", the question, "A. ..".."D. ..", "答案："), with two differences of method:
+- the letter follows "答案：" directly ("答案：A", as Chinese exams write it); lm-eval's stock tasks keep
+  their default target_delimiter " ", so they score " A" (and write exemplars as "答案： A"). The parity
+  test sets target_delimiter "" to score the same string.
+- the subject name in the header: lm-eval names CMMLU/C-Eval subjects in Chinese (农学); we use the
+  Chinese name for MMCU's four groups and the file's subject name otherwise. Exemplars: lm-eval takes the
+  first k dev items of the subject's task; we take the subject's own dev items first (never the question
+  itself), then other subjects' to fill up.
+Both tokenize context+letter together and keep the tokens after the context, and both add the
+tokenizer's own special tokens (LLaMA's BOS) to a raw prompt. run_lm_eval runs lm-eval's own tasks.
 """
 from __future__ import annotations
 
@@ -39,6 +53,7 @@ __all__ = [
     "score_mc_loglik",
     "mc_accuracy_table",
     "category_table",
+    "run_lm_eval",
 ]
 
 OPTION_LETTERS = ("A", "B", "C", "D")
@@ -361,3 +376,34 @@ def category_table(df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd
                            for s, c in zip(table["scorer"], table["category"])]
     table = table[[*keys, "n", "mean", "ci_low", "ci_high", "n_unscored"]]
     return _ordered(table, "category", BELLE_CATEGORIES, ["scorer"])
+
+
+# ------------------------------------------------------------------------ lm-evaluation-harness
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")  # lm-eval writes "N/A"
+
+
+def run_lm_eval(model, tokenizer, tasks=("cmmlu",), *, num_fewshot: int = 0, limit: int | None = None,
+                batch_size: int = 8) -> pd.DataFrame:
+    """lm-evaluation-harness's own tasks ("cmmlu", "ceval-valid", ...) on a loaded model: accuracy % per task.
+
+    For the GPU profiles: lm-eval downloads the task data from the hub (haonan-li/cmmlu, ceval/ceval-exam)
+    on first use. Columns: task, n, accuracy, ci_low, ci_high (normal interval from lm-eval's stderr),
+    acc_norm. Its stock tasks score " A" after "答案：", not "A" (see this module's docstring), so compare
+    them with each other, not point for point with score_mc_loglik. `limit` caps items per subtask.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit,
+                                  log_samples=False)
+    rows = []
+    for task, res in out["results"].items():
+        acc, err = _number(res.get("acc,none")), _number(res.get("acc_stderr,none"))
+        rows.append({"task": task, "n": out.get("n-samples", {}).get(task, {}).get("effective"),
+                     "accuracy": 100 * acc, "ci_low": 100 * (acc - 1.96 * err), "ci_high": 100 * (acc + 1.96 * err),
+                     "acc_norm": 100 * _number(res.get("acc_norm,none"))})
+    return pd.DataFrame(rows)
