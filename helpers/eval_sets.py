@@ -27,6 +27,7 @@ __all__ = [
     "BELLE_COLUMNS",
     "EXAM_COLUMNS",
     "EXAM_SUBJECTS",
+    "SPLITS",
     "CMMLU_SUBJECTS",
     "CEVAL_SUBJECTS",
     "BenchmarkError",
@@ -387,10 +388,9 @@ def _split_mark(path: Path) -> str | None:
 
 
 def _file_split(path: Path, root: Path | None = None) -> str | None:
-    mark = _split_mark(path)
-    for folder in ([path.parent] if root is None else [path.parent, root]):
-        mark = mark or _split_mark(folder)  # a file inside dev/ is dev
-    return mark
+    """A file's split: marked by its own name, else by its folder (dev/x.csv), else by the folder loaded."""
+    folders = [path.parent] + ([root] if root is not None else [])
+    return _split_mark(path) or next((m for m in map(_split_mark, folders) if m), None)
 
 
 def _pick_split(marks: dict, split: str, where: Path) -> list[Path]:
