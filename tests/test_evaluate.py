@@ -297,7 +297,7 @@ def test_an_invalid_answer_key_is_refused_not_matched(monkeypatch, exam, key):
 
 # ------------------------------------------------------------------ any subject set (#7.1)
 
-def test_tables_for_subjects_outside_mmcu(tmp_path):
+def test_tables_for_subjects_outside_mmcu():
     df = pd.DataFrame({"item_id": list("abcd"), "subject": ["agronomy", "agronomy", "chinese_history", "arts"],
                        "mode": "loglik", "shots": 0, "correct": [True, False, True, True]})
     table = mc_accuracy_table(df, n_boot=100)
