@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .benchmarks import load_belle_eval, load_exam
+from .eval_sets import load_belle_eval, load_exam
 from .data import load_training_data
 from .evaluate import (answer_instructions, category_table, mc_accuracy_table, score_mc_generate, score_mc_loglik,
                        score_offline, score_with_judge)

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import tempfile
 from dataclasses import dataclass, fields
 from typing import Any
+
+from .paths import project_path
 
 __all__ = ["Profile", "PROFILES", "get_profile", "profile_names"]
 
@@ -139,18 +143,26 @@ def profile_names() -> list[str]:
     return list(PROFILES)
 
 
-def get_profile(name: str, **overrides: Any) -> Profile:
-    """Return the named profile with `overrides` applied, validating names, types and choices."""
+def get_profile(name: str, overrides: dict | None = None, **named: Any) -> Profile:
+    """The named profile with `overrides` (a dict, e.g. OVERRIDES) and `named` values applied, validated.
+
+    One precedence rule: a named value that is not None, then `overrides`, then the profile. So a
+    notebook can default each knob to None and still let OVERRIDES set the same field.
+    """
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict of profile fields, got {type(overrides).__name__}")
+    merged = {**(overrides or {}), **{k: v for k, v in named.items() if v is not None}}
     known = {f.name: f for f in fields(Profile)}
-    unknown = sorted(set(overrides) - set(known))
+    unknown = sorted(set(merged) - set(known))
     if unknown:
         raise ValueError(f"unknown profile field(s) {unknown}; valid fields: {', '.join(known)}")
-    # None means "keep the profile's value", so a notebook can default every knob to None.
-    clean = {k: _coerce(k, v, PROFILES[name]) for k, v in overrides.items() if v is not None}
+    # None in OVERRIDES also means "keep the profile's value".
+    clean = {k: _coerce(k, v, PROFILES[name]) for k, v in merged.items() if v is not None}
     profile = dataclasses.replace(PROFILES[name], **clean)
     _validate(profile)
+    _check_output_root(profile.output_root)
     return profile
 
 
@@ -168,16 +180,59 @@ def _coerce(key: str, value: Any, base: Profile) -> Any:
     return kind(value)
 
 
+# Ranges checked at the parameters cell, so a bad value fails there with its name, not steps later.
+# (field, test, the valid range as the error states it)
+_RANGES = (
+    ("max_steps", lambda v: v == -1 or v >= 1, "-1 (run the epochs) or at least 1"),
+    ("epochs", lambda v: v > 0, "greater than 0"),
+    ("learning_rate", lambda v: v > 0, "greater than 0"),
+    ("warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("lora_r", lambda v: v >= 1, "at least 1"),
+    ("lora_alpha", lambda v: v > 0, "greater than 0"),
+    ("lora_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("eval_batch_size", lambda v: v >= 1, "at least 1"),
+    ("seed", lambda v: v >= 0, "0 or more"),
+    ("train_limit", lambda v: v >= 0, "0 or more"),
+    ("eval_limit", lambda v: v >= 0, "0 or more"),
+    ("exam_limit", lambda v: v >= 0, "0 or more"),
+    ("oom_retries", lambda v: v >= 0, "0 or more"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("grad_accum", lambda v: v >= 1, "at least 1"),
+    ("max_length", lambda v: v >= 1, "at least 1"),
+    ("logging_steps", lambda v: v >= 1, "at least 1"),
+    ("save_steps", lambda v: v >= 1, "at least 1"),
+    ("max_new_tokens", lambda v: v >= 1, "at least 1"),
+)
+
+
 def _validate(p: Profile) -> None:
     for key, choices in _CHOICES.items():
         if getattr(p, key) not in choices:
             raise ValueError(f"profile field {key!r} is {getattr(p, key)!r}; valid choices: {', '.join(choices)}")
-    for key in ("train_limit", "eval_limit", "exam_limit", "oom_retries"):
-        if getattr(p, key) < 0:
-            raise ValueError(f"profile field {key!r} must be 0 or more, got {getattr(p, key)}")
-    for key in ("batch_size", "grad_accum", "max_length", "logging_steps", "save_steps", "max_new_tokens"):
-        if getattr(p, key) < 1:
-            raise ValueError(f"profile field {key!r} must be at least 1, got {getattr(p, key)}")
+    for key, ok, valid in _RANGES:
+        value = getattr(p, key)
+        if not (math.isfinite(value) and ok(value)):
+            raise ValueError(f"profile field {key!r} must be {valid}, got {value!r}")
     if p.save_steps % p.logging_steps:
         # The NaN guard runs when the loss is logged; a save between two logs could store a broken model.
         raise ValueError(f"save_steps ({p.save_steps}) must be a multiple of logging_steps ({p.logging_steps})")
+    if not p.output_root.strip():
+        raise ValueError("profile field 'output_root' is empty; give a folder for adapters and checkpoints")
+
+
+def _check_output_root(output_root: str) -> None:
+    """Fail now, not at the training cell, when adapters and checkpoints could not be written there."""
+    path = project_path(output_root)
+    existing = next(p for p in (path, *path.parents) if p.exists())  # the root "/" always exists
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    else:
+        try:  # a real write: os.access says yes to root even on a read-only mount
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as exc:
+            problem = f"{existing} is not writable ({exc.strerror or exc})"
+    if problem:
+        raise ValueError(f"profile field 'output_root' ({output_root!r} -> {path}) cannot hold outputs: {problem}. "
+                         "Point OVERRIDES['output_root'] at a writable folder (on Colab: a mounted Google Drive).")
