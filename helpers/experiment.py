@@ -40,7 +40,8 @@ def load_benchmarks(profile) -> dict[str, pd.DataFrame]:
 
 def tune(model, tokenizer, profile, output_dir: str | Path, *, train_data: str | None = None):
     """Validate the profile's (or the given) training data, then QLoRA-tune; returns (TrainResult, DataReport)."""
-    examples, report = load_training_data(train_data or profile.train_data, limit=profile.train_limit or None)
+    examples, report = load_training_data(train_data or profile.train_data, limit=profile.train_limit or None,
+                                          seed=profile.seed)
     dataset = build_sft_dataset(examples, tokenizer, template=profile.prompt_template,
                                 max_length=profile.max_length, overlong=profile.overlong, report=report)
     return train_model(model, tokenizer, dataset, profile, output_dir), report

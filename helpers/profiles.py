@@ -23,7 +23,7 @@ class Profile:
     compute_dtype: str = "auto"  # "auto" picks bf16 on GPUs that have it, fp16 on older GPUs (T4), fp32 on CPU
     trust_remote_code: bool = False  # run code shipped with the model repo; only for families that need it
     prompt_template: str = "auto"  # "auto" (chat template if the tokenizer has one), "chat", "alpaca_en", "alpaca_zh"
-    train_data: str = "data_samples/instructions_zh.json"  # a local file, or "hf:<dataset id>" on the hub
+    train_data: str = "data_samples/instructions_zh.json"  # a file, "hf:<dataset id>", or a mixture "a.json:1.0 + b.json:0.3" (helpers/data.py)
     train_limit: int = 0  # keep at most this many training records (0: all)
     eval_data: str = "data_samples/eval_zh.json"  # Belle-eval format: question / std_answer / class
     eval_limit: int = 0  # evaluate at most this many instructions (0: all)

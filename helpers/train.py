@@ -9,6 +9,7 @@ import resource
 import shutil
 import tempfile
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -156,8 +157,10 @@ _TRAJECTORY_FIELDS = ("base_model", "quantization", "compute_dtype", "prompt_tem
 
 
 def _run_signature(profile, dataset, batch_size: int, grad_accum: int) -> dict:
-    rows = list(dataset["prompt"]) + list(dataset["completion"])
-    data = hashlib.sha256("\x00".join(rows).encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for ids, labels in zip(dataset["input_ids"], dataset["labels"]):  # the tokenized rows, exactly as trained on
+        digest.update(array("q", [len(ids), *ids, *labels]).tobytes())
+    data = digest.hexdigest()[:16]
     return {**{k: getattr(profile, k) for k in _TRAJECTORY_FIELDS},
             "effective_batch": batch_size * grad_accum, "data": data}
 

@@ -78,7 +78,8 @@ def _check_quickstart(m):
     assert m["loss_last"] < m["loss_first"] - 0.3, "the loss falls on smoke"
     assert m["steps"] == 30 and m["four_bit_layers"] > 0
     assert 0 < m["trainable_params"] < m["total_params"] and m["tokens_seen"] > 0
-    assert m["examples_read"] == 220 and m["examples_kept"] + sum(m["skipped_by_reason"].values()) == 220
+    # smoke's train_limit (64) is left out apart from the skips (issue 7.15): used + skipped = the 64 taken
+    assert m["examples_read"] == 220 and m["examples_kept"] + sum(m["skipped_by_reason"].values()) == 64
 
 
 def _check_evaluation(m):
