@@ -133,8 +133,8 @@ def test_cot_written_code_compiles():
 
 def test_tasks_have_short_labels_from_their_choices():
     rows = _rows("tasks_zh.jsonl")
-    assert len(rows) == 152 and all(set(r) == {"input", "target", "answer_choices", "type", "task"} for r in rows)
-    assert len({r["type"] for r in rows}) == 8 and len({r["task"] for r in rows}) == 9
+    assert len(rows) == 152 and all(set(r) == {"input", "target", "answer_choices", "type", "category"} for r in rows)
+    assert len({r["type"] for r in rows}) == 8 and len({r["category"] for r in rows}) == 9
     for row in rows:
         assert row["target"] and len(row["target"]) <= 20, row
         if row["answer_choices"]:
@@ -144,16 +144,16 @@ def test_tasks_have_short_labels_from_their_choices():
 
 def test_task_answers_are_grounded_in_the_input():
     rows = _rows("tasks_zh.jsonl")
-    for row in (r for r in rows if r["task"] == "mrc"):
+    for row in (r for r in rows if r["category"] == "mrc"):
         assert row["target"] in row["input"], row  # a span of the passage
-    for row in (r for r in rows if r["task"] == "keywords"):
+    for row in (r for r in rows if r["category"] == "keywords"):
         assert all(k in row["input"] for k in row["target"].split("，")), row
 
 
 def test_classification_tasks_are_balanced():
     rows = _rows("tasks_zh.jsonl")
     for task in ("sentiment", "nli", "coreference", "similarity"):
-        counts = Counter(r["target"] for r in rows if r["task"] == task)
+        counts = Counter(r["target"] for r in rows if r["category"] == task)
         assert max(counts.values()) - min(counts.values()) <= 1, (task, counts)
 
 
