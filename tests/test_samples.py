@@ -92,7 +92,8 @@ def test_conversations_are_multi_turn_and_cover_every_belle_category():
         roles = [t["from"] for t in row["conversations"]]
         assert roles == ["human", "gpt"] * (len(roles) // 2) and 2 <= len(roles) // 2 <= 4
     records, _ = load_instructions(SAMPLES / "conversations_zh.json")
-    assert {len(r["history"]) for r in records} == {1, 2, 3}  # 2, 3 and 4 rounds all occur
+    rounds = {sum(m["role"] == "assistant" for m in r["messages"]) for r in records}
+    assert rounds == {2, 3, 4}  # 2, 3 and 4 rounds all occur
 
 
 def test_cot_outputs_reason_in_steps_and_end_with_a_marked_answer():
