@@ -41,7 +41,7 @@ class Profile:
     lora_r: int = 16  # adapter rank: higher is more capacity and more memory
     lora_alpha: int = 32  # adapter scale; alpha / r is the effective multiplier
     lora_dropout: float = 0.05  # regularisation on the adapter input
-    target_modules: str = "all-linear"  # which linear layers get adapters ("all-linear" as in QLoRA)
+    target_modules: str = "all-linear"  # LoRA-family layers: "all-linear" (QLoRA), "attention-input", "q_proj,v_proj"
     gradient_checkpointing: bool = True  # recompute activations: ~30% slower, much less memory
     logging_steps: int = 10  # log the loss every N steps (NaN checks run at each log)
     save_steps: int = 100  # checkpoint every N steps (a multiple of logging_steps)
@@ -58,6 +58,14 @@ class Profile:
     # Continued pre-training steps on the vocab_expansion corpus before instruction tuning (0: none): the new
     # rows alone for the first half, then LoRA with them. Costs about as much per step as tuning at max_length.
     pretrain_steps: int = 0
+    # Parameter-efficient method (finding 02; helpers/peft_methods.PEFT_METHODS says what each one builds).
+    peft_method: str = "lora"  # lora, dora, adalora, ia3, prompt, p-tuning, prefix, SadapterP, SadapterH, P-adapter
+    num_virtual_tokens: int = 20  # prompt/p-tuning/prefix: virtual tokens; each lengthens every sequence's activations
+    encoder_hidden_size: int = 128  # p-tuning/prefix MLP width; prefix's output layer (layers x 2 x kv dim) dominates
+    adapter_size: int = 32  # SadapterP/H, P-adapter bottleneck width (paper's -l variants: 256); params grow linearly
+    adalora_init_r: int = 12  # AdaLoRA's starting rank per matrix: parameters and optimizer memory scale with it
+    adalora_target_r: int = 8  # AdaLoRA's average rank after pruning (pruned ranks are masked, not freed)
+    adalora_update: str = "callback"  # "callback": reallocate ranks after each step; "none": never (the paper's run)
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (for results files)."""
@@ -135,6 +143,10 @@ _CHOICES = {
     "compute_dtype": ("auto", "float32", "float16", "bfloat16"),
     "prompt_template": ("auto", "chat", "alpaca_en", "alpaca_zh"),
     "overlong": ("truncate", "skip"),
+    # the keys of helpers.peft_methods.PEFT_METHODS (kept here so profiles load without importing peft)
+    "peft_method": ("lora", "dora", "adalora", "ia3", "prompt", "p-tuning", "prefix", "SadapterP", "SadapterH",
+                    "P-adapter"),
+    "adalora_update": ("callback", "none"),
 }
 
 
@@ -206,6 +218,7 @@ _RANGES = (
 
 
 def _validate(p: Profile) -> None:
+    _validate_peft(p)
     for key, choices in _CHOICES.items():
         if getattr(p, key) not in choices:
             raise ValueError(f"profile field {key!r} is {getattr(p, key)!r}; valid choices: {', '.join(choices)}")
@@ -236,3 +249,12 @@ def _check_output_root(output_root: str) -> None:
     if problem:
         raise ValueError(f"profile field 'output_root' ({output_root!r} -> {path}) cannot hold outputs: {problem}. "
                          "Point OVERRIDES['output_root'] at a writable folder (on Colab: a mounted Google Drive).")
+
+
+def _validate_peft(p: Profile) -> None:
+    for key in ("num_virtual_tokens", "encoder_hidden_size", "adapter_size", "adalora_init_r", "adalora_target_r"):
+        if getattr(p, key) < 1:
+            raise ValueError(f"profile field {key!r} must be at least 1, got {getattr(p, key)}")
+    if p.adalora_target_r > p.adalora_init_r:
+        raise ValueError(f"profile field 'adalora_target_r' ({p.adalora_target_r}) must not exceed "
+                         f"'adalora_init_r' ({p.adalora_init_r}): AdaLoRA only prunes ranks")

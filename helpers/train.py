@@ -18,7 +18,8 @@ from transformers import TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
 from .models import count_parameters, pick_dtype
-from .peft_methods import build_lora_config, prepare_for_training
+from .peft_methods import (build_peft_config, is_adapted, optimizer_steps, prepare_for_training, training_callbacks,
+                           training_loss)
 
 __all__ = [
     "TrainResult",
@@ -153,7 +154,9 @@ def set_aside_incomplete(checkpoint_dir: str | os.PathLike) -> Path | None:
 
 # Settings that shape the training trajectory: a checkpoint made under others must not be resumed.
 _TRAJECTORY_FIELDS = ("base_model", "quantization", "compute_dtype", "prompt_template", "max_length", "learning_rate",
-                      "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed")
+                      "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed",
+                      "peft_method", "num_virtual_tokens", "encoder_hidden_size", "adapter_size", "adalora_init_r",
+                      "adalora_target_r", "adalora_update")
 
 
 def _run_signature(profile, dataset, batch_size: int, grad_accum: int) -> dict:
@@ -217,6 +220,7 @@ def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[_CheckpointMarker(), _NonFiniteLossGuard(), *callbacks],
+        compute_loss_func=training_loss(model, grad_accum),  # None (TRL's loss) except for AdaLoRA
     )
     if len(trainer.train_dataset) != len(dataset):  # TRL drops fully masked rows without saying so
         raise ValueError(f"{len(dataset) - len(trainer.train_dataset)} of {len(dataset)} examples have no answer "
@@ -238,12 +242,14 @@ def _oom_advice(profile, batch_size: int, grad_accum: int) -> str:
 
 def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLike, *, peft_config=None,
                 resume: bool = True, callbacks=()) -> TrainResult:
-    """Fine-tune with an adapter (LoRA by default), resuming from the latest complete checkpoint in output_dir."""
+    """Fine-tune with an adapter (profile.peft_method unless peft_config is given), resuming from the latest
+    complete checkpoint in output_dir."""
     out = Path(output_dir)
     set_seed(profile.seed)  # before the adapter is created: its initial weights come from this RNG
-    if not hasattr(model, "peft_config"):
-        model = prepare_for_training(model, peft_config or build_lora_config(profile),
-                                     gradient_checkpointing=profile.gradient_checkpointing)
+    if not is_adapted(model):
+        config = peft_config or build_peft_config(profile, total_steps=optimizer_steps(profile, len(dataset)))
+        model = prepare_for_training(model, config, gradient_checkpointing=profile.gradient_checkpointing)
+    callbacks = [*training_callbacks(model, profile), *callbacks]
     batch_size, grad_accum = profile.batch_size, profile.grad_accum
     start = time.perf_counter()
     for attempt in range(profile.oom_retries + 1):
