@@ -58,6 +58,12 @@ class Profile:
     # Continued pre-training steps on the vocab_expansion corpus before instruction tuning (0: none): the new
     # rows alone for the first half, then LoRA with them. Costs about as much per step as tuning at max_length.
     pretrain_steps: int = 0
+    # Finding 04's CoT* arm: a cue appended as the last line of every instruction and generate-mode exam question
+    # at evaluation only (the paper's "先思考，再决定"); never seen in training. "" (default) adds nothing.
+    eval_suffix: str = ""
+    # Tokens a generate-mode exam reply may use: 8 fits a bare letter; a model asked to think first (CoT*) needs
+    # room for its rationale (e.g. max_new_tokens), and so does every arm it is compared with. Time grows with it.
+    exam_max_new_tokens: int = 8
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (for results files)."""
@@ -202,6 +208,7 @@ _RANGES = (
     ("logging_steps", lambda v: v >= 1, "at least 1"),
     ("save_steps", lambda v: v >= 1, "at least 1"),
     ("max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("exam_max_new_tokens", lambda v: v >= 1, "at least 1"),
 )
 
 
