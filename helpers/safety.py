@@ -36,6 +36,7 @@ __all__ = [
     "HARMLESSNESS_RUBRIC",
     "HARMLESSNESS_PROMPT_VERSION",
     "load_safety_prompts",
+    "check_held_aside",
     "find_markers",
     "classify_reply",
     "score_safety_offline",
@@ -144,6 +145,21 @@ def load_safety_prompts(path) -> pd.DataFrame:
     if not rows:
         raise DataError(f"{path}: no prompts")
     return pd.DataFrame(rows, columns=PROMPT_COLUMNS)
+
+
+def check_held_aside(prompts: pd.DataFrame, examples: list[dict]) -> int:
+    """Raise ValueError when a held-aside prompt is a user turn of the training examples; else the number checked.
+
+    `examples` are load_training_data records. Verbatim match after stripping whitespace: a paraphrase is not
+    caught, which is why the sample set was written not to paraphrase values_zh.json either.
+    """
+    held = set(prompts["question"].str.strip())
+    leaks = [(ex.get("source"), ex.get("where"), m["content"].strip()[:40]) for ex in examples
+             for m in ex["messages"] if m["role"] == "user" and m["content"].strip() in held]
+    if leaks:
+        listed = "; ".join(f"{src} {where}: {text!r}" for src, where, text in leaks[:3])
+        raise ValueError(f"{len(leaks)} held-aside evaluation prompt(s) are in the training data: {listed}")
+    return len(held)
 
 
 # ------------------------------------------------------------------------------------ scoring

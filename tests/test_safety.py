@@ -10,7 +10,7 @@ from helpers.data import DataError
 from helpers.judge import JudgeError, JudgeSettings
 from helpers.safety import (
     COMPLIANCE_MARKERS, HARMLESSNESS_PROMPT_VERSION, HARMLESSNESS_RUBRIC, REFUSAL_MARKERS, SAFETY_MARKERS,
-    build_harmlessness_messages, classify_reply, find_markers, judge_harmlessness, load_safety_prompts,
+    build_harmlessness_messages, check_held_aside, classify_reply, find_markers, judge_harmlessness, load_safety_prompts,
     parse_safety_verdict, refusal_rate, safety_table, score_safety_offline, score_safety_with_judge,
 )
 
@@ -110,6 +110,19 @@ def test_load_safety_prompts_names_file_line_and_field(tmp_path, lines, message)
     with pytest.raises(DataError) as err:
         load_safety_prompts(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_held_aside_prompts_are_not_in_the_training_data():
+    from helpers.data import load_training_data
+
+    harmful = load_safety_prompts("data_samples/harmful_prompts_zh.jsonl")
+    examples, _ = load_training_data("data_samples/instructions_zh.json + data_samples/values_zh.json")
+    assert check_held_aside(harmful, examples) == 65
+    leaked = [{"source": "x.json", "where": "line 7",
+               "messages": [{"role": "user", "content": f" {harmful['question'][3]} "}, {"role": "assistant",
+                                                                                      "content": "好的"}]}]
+    with pytest.raises(ValueError, match="1 held-aside evaluation prompt.*x.json line 7"):
+        check_held_aside(harmful, examples + leaked)
 
 
 def test_load_safety_prompts_missing_file(tmp_path):
