@@ -91,7 +91,7 @@ def rouge_l_chars(candidate: str, reference: str) -> float:
 
 
 def with_eval_suffix(instruction: str, eval_suffix: str = "") -> str:
-    """The instruction with an inference-time cue (CoT*: "先思考，再决定") as its last line; as is when "" ."""
+    """The instruction with an inference-time cue (CoT*: "先思考，再决定") as its last line; unchanged when the cue is ""."""
     # One path for instructions and exam questions, so the CoT* arm changes exactly this and nothing else.
     return f"{instruction}\n{eval_suffix}" if eval_suffix else instruction
 
