@@ -41,6 +41,7 @@ __all__ = [
     "OPTION_LETTERS",
     "SUBJECT_NAMES_ZH",
     "rouge_l_chars",
+    "with_eval_suffix",
     "answer_instructions",
     "score_offline",
     "score_with_judge",
@@ -89,11 +90,19 @@ def rouge_l_chars(candidate: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def with_eval_suffix(instruction: str, eval_suffix: str = "") -> str:
+    """The instruction with an inference-time cue (CoT*: "先思考，再决定") as its last line; unchanged when the cue is ""."""
+    # One path for instructions and exam questions, so the CoT* arm changes exactly this and nothing else.
+    return f"{instruction}\n{eval_suffix}" if eval_suffix else instruction
+
+
 def answer_instructions(model, tokenizer, items_df: pd.DataFrame, *, template: str = "auto",
-                        max_new_tokens: int = 256, batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
-    """A copy of items_df with a "response" column: the model's greedy answer to each question."""
+                        max_new_tokens: int = 256, batch_size: int = 8, eval_suffix: str = "",
+                        progress: bool = True) -> pd.DataFrame:
+    """A copy of items_df with a "response" column: the model's greedy answer to each question (+ eval_suffix)."""
     out = items_df.copy()
-    out["response"] = chat(model, tokenizer, list(items_df["question"]), template=template,
+    questions = [with_eval_suffix(q, eval_suffix) for q in items_df["question"]]
+    out["response"] = chat(model, tokenizer, questions, template=template,
                            max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     return out
 
@@ -129,14 +138,14 @@ def _question_block(row) -> str:
     return f"{row['question']}\n{options}\n"
 
 
-def build_mc_prompt(row, shots_df: pd.DataFrame | None = None, *, cot_suffix: str = "") -> str:
+def build_mc_prompt(row, shots_df: pd.DataFrame | None = None, *, eval_suffix: str = "") -> str:
     """The Chinese exam prompt: header, k solved exemplars, the question and its options, ending in "答案："."""
     subject = SUBJECT_NAMES_ZH.get(row["subject"], str(row["subject"]).replace("_", " "))
     text = MC_HEADER.format(subject)
     for _, shot in (shots_df.iterrows() if shots_df is not None else ()):
         text += _question_block(shot) + f"答案：{shot['answer']}\n\n"
     # A CoT cue (the paper's "先思考，再决定") goes on its own line just before the answer slot.
-    return text + _question_block(row) + (f"{cot_suffix}\n" if cot_suffix else "") + "答案："
+    return text + with_eval_suffix(_question_block(row).rstrip("\n"), eval_suffix) + "\n答案："
 
 
 def _shot_pools(dev_df: pd.DataFrame, shots: int) -> dict:
@@ -150,7 +159,7 @@ def _shot_pools(dev_df: pd.DataFrame, shots: int) -> dict:
 
 
 def mc_prompts(exam_df: pd.DataFrame, *, shots: int = 0, dev_df: pd.DataFrame | None = None,
-               cot_suffix: str = "") -> list[str]:
+               eval_suffix: str = "") -> list[str]:
     """build_mc_prompt for every row, with `shots` dev exemplars of the row's subject (never the row itself)."""
     if shots and (dev_df is None or len(dev_df) < shots):
         raise ValueError(f"shots={shots} needs a dev_df with at least {shots} items (load_exam(..., split='dev'))")
@@ -160,7 +169,7 @@ def mc_prompts(exam_df: pd.DataFrame, *, shots: int = 0, dev_df: pd.DataFrame | 
     for _, row in exam_df.iterrows():
         pool = pools.get(row["subject"], fallback)
         shot_rows = pool[pool["question"] != row["question"]].head(shots) if shots else None
-        prompts.append(build_mc_prompt(row, shot_rows, cot_suffix=cot_suffix))
+        prompts.append(build_mc_prompt(row, shot_rows, eval_suffix=eval_suffix))
     return prompts
 
 
@@ -200,9 +209,9 @@ def _mc_frame(exam_df: pd.DataFrame, mode: str, shots: int, preds: list[str]) ->
 
 def score_mc_generate(model, tokenizer, exam_df: pd.DataFrame, *, shots: int = 0, dev_df=None,
                       template: str = "auto", batch_size: int = 8, max_new_tokens: int = 8,
-                      cot_suffix: str = "", progress: bool = True) -> pd.DataFrame:
+                      eval_suffix: str = "", progress: bool = True) -> pd.DataFrame:
     """Generation-mode accuracy (the paper's): greedy reply, extracted letters, exact set match with the key."""
-    replies = chat(model, tokenizer, mc_prompts(exam_df, shots=shots, dev_df=dev_df, cot_suffix=cot_suffix),
+    replies = chat(model, tokenizer, mc_prompts(exam_df, shots=shots, dev_df=dev_df, eval_suffix=eval_suffix),
                    template=template, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     out = _mc_frame(exam_df, "generate", shots, [extract_choice(r) for r in replies])
     out["reply"] = replies

@@ -51,13 +51,17 @@ def evaluate_model(model, tokenizer, profile, benchmarks: dict, *, label: str, s
                    progress: bool = True) -> dict[str, pd.DataFrame]:
     """Belle-style answers + scores (offline, and judged when `judge` is set) and exam results in both modes."""
     template = resolve_template(tokenizer, profile.prompt_template)
+    suffix = profile.eval_suffix  # CoT* (finding 04): "" adds nothing
     answers = answer_instructions(model, tokenizer, benchmarks["belle"], template=template, progress=progress,
-                                  max_new_tokens=profile.max_new_tokens, batch_size=profile.eval_batch_size)
+                                  max_new_tokens=profile.max_new_tokens, batch_size=profile.eval_batch_size,
+                                  eval_suffix=suffix)
     scores = [score_offline(answers)] + ([score_with_judge(answers, judge, progress=progress)] if judge else [])
+    # The cue goes to generate mode only: loglik scores the letter right after "答案：", with no room to think.
+    generate = {"template": template, "eval_suffix": suffix, "max_new_tokens": profile.exam_max_new_tokens}
     exam = [fn(model, tokenizer, benchmarks["exam"], shots=k, dev_df=benchmarks["exam_dev"],
                batch_size=profile.eval_batch_size, progress=progress, **kw)
             for k in shots
-            for fn, kw in ((score_mc_generate, {"template": template}), (score_mc_loglik, {}))]
+            for fn, kw in ((score_mc_generate, generate), (score_mc_loglik, {}))]
     return {"answers": answers.assign(model=label), "belle": pd.concat(scores).assign(model=label),
             "exam": pd.concat(exam).assign(model=label)}
 

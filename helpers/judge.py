@@ -39,6 +39,7 @@ __all__ = [
     "needs_reference",
     "build_judge_messages",
     "parse_score",
+    "ask_judge",
     "judge_one",
     "judge_many",
 ]
@@ -240,20 +241,21 @@ def parse_score(text: str, scale: float = 10.0) -> float:
 # --------------------------------------------------------------------------------------------------
 # Cache: a directory with one JSON file per item, written via temp file + os.replace
 
-def _cache_key(settings: JudgeSettings, item: dict, messages: list[dict]) -> str:
+def _cache_key(meta: dict, item: dict, messages: list[dict]) -> str:
     # Everything that shapes a verdict: where it is asked, which model, which rubric and prompt text
     # (the messages hold the rendered prompt), and the item itself.
-    payload = {"endpoint": settings.base_url, "model": settings.model, "rubric": settings.rubric,
-               "prompt_version": JUDGE_PROMPT_VERSION, **item, "messages": messages}
+    payload = {"endpoint": meta["endpoint"], "model": meta["judge_model"], "rubric": meta["rubric"],
+               "prompt_version": meta["prompt_version"], **item, "messages": messages}
     return hashlib.sha256(json.dumps(payload, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _entry_meta(settings: JudgeSettings) -> dict:
-    return {"judge_model": settings.model, "endpoint": settings.base_url, "rubric": settings.rubric,
-            "prompt_version": JUDGE_PROMPT_VERSION}
+def _entry_meta(settings: JudgeSettings, rubric: str | None = None,
+                prompt_version: str = JUDGE_PROMPT_VERSION) -> dict:
+    return {"judge_model": settings.model, "endpoint": settings.base_url, "rubric": rubric or settings.rubric,
+            "prompt_version": prompt_version}
 
 
-def _cache_read(cache_dir: str, key: str, settings: JudgeSettings) -> dict | None:
+def _cache_read(cache_dir: str, key: str, meta: dict) -> dict | None:
     path = Path(cache_dir) / f"{key}.json"
     try:
         entry = json.loads(path.read_text(encoding="utf-8"))
@@ -261,7 +263,7 @@ def _cache_read(cache_dir: str, key: str, settings: JudgeSettings) -> dict | Non
         return None  # missing or unreadable: treat as a miss and re-judge
     ok = (isinstance(entry, dict) and isinstance(entry.get("score"), (int, float))
           and 0.0 <= entry["score"] <= 1.0
-          and all(entry.get(k) == v for k, v in _entry_meta(settings).items()))
+          and all(entry.get(k) == v for k, v in meta.items()))
     return entry if ok else None
 
 
@@ -355,37 +357,49 @@ def _content(resp, settings: JudgeSettings, key: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Public entry points
 
-def _ask_for_score(settings, messages, session) -> tuple[float, str]:
-    spec = RUBRICS[settings.rubric]
+def _ask(settings, messages, parse, reask: str, session) -> tuple[float, str]:
     raw = _post(settings, messages, session)
     try:
-        return parse_score(raw, spec["scale"]), raw
+        return parse(raw), raw
     except JudgeError:
         # One re-ask, showing the judge its own reply: cheaper than failing the whole run on a format slip.
-        reask = messages + [{"role": "assistant", "content": raw},
-                            {"role": "user", "content": _REASK.format(label=spec["label"], top=spec["scale"])}]
-        raw = _post(settings, reask, session)
-        return parse_score(raw, spec["scale"]), raw
+        followup = messages + [{"role": "assistant", "content": raw}, {"role": "user", "content": reask}]
+        raw = _post(settings, followup, session)
+        return parse(raw), raw
+
+
+def ask_judge(settings, messages: list[dict], item: dict, *, parse, reask: str, rubric: str | None = None,
+              prompt_version: str = JUDGE_PROMPT_VERSION, session=None) -> dict:
+    """One verdict, cached: {score in [0,1], raw, cached, judge_model, endpoint, rubric, prompt_version}.
+
+    `parse(reply)` turns the judge's reply into a score in [0, 1] or raises JudgeError, which re-asks once
+    with `reask`. `rubric` and `prompt_version` name the prompt in the cache key (default: the settings'
+    rubric and this module's version); another module's prompt (helpers.safety) passes its own.
+    """
+    meta = _entry_meta(settings, rubric, prompt_version)
+    key = _cache_key(meta, item, messages)
+    if settings.cache_path:
+        hit = _cache_read(settings.cache_path, key, meta)
+        if hit is not None:
+            return {**hit, "cached": True}
+    if session is None:
+        with requests.Session() as own:
+            score, raw = _ask(settings, messages, parse, reask, own)
+    else:
+        score, raw = _ask(settings, messages, parse, reask, session)
+    entry = {"score": score, "raw": raw, **meta}
+    if settings.cache_path:  # only a verdict that parsed gets here
+        _cache_write(settings.cache_path, key, entry)
+    return {**entry, "cached": False}
 
 
 def judge_one(settings, category, question, reference, response, *, session=None) -> dict:
     """Score one response (against its reference where the category has one): {score in [0,1], raw, cached, ...}."""
     messages = build_judge_messages(category, question, reference, response, settings.rubric)
     item = {"category": category, "question": question, "reference": reference, "response": response}
-    key = _cache_key(settings, item, messages)
-    if settings.cache_path:
-        hit = _cache_read(settings.cache_path, key, settings)
-        if hit is not None:
-            return {**hit, "cached": True}
-    if session is None:
-        with requests.Session() as own:
-            score, raw = _ask_for_score(settings, messages, own)
-    else:
-        score, raw = _ask_for_score(settings, messages, session)
-    entry = {"score": score, "raw": raw, **_entry_meta(settings)}
-    if settings.cache_path:  # only a verdict that parsed on the rubric's scale gets here
-        _cache_write(settings.cache_path, key, entry)
-    return {**entry, "cached": False}
+    spec = RUBRICS[settings.rubric]
+    return ask_judge(settings, messages, item, parse=lambda raw: parse_score(raw, spec["scale"]),
+                     reask=_REASK.format(label=spec["label"], top=spec["scale"]), session=session)
 
 
 def judge_many(settings, items: list[dict], *, progress=True) -> list[dict]:

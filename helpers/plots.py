@@ -93,3 +93,51 @@ def plot_bars(labels, series: dict, profile, *, xlabel: str, ylabel: str, title:
 def captioned(df, profile, title: str, precision: int = 1):
     """A table for display whose caption names what it shows and the profile (smoke: not a result)."""
     return df.style.set_caption(f"{title} · {profile_label(profile)}").format(precision=precision)
+
+
+# Appended at the end rather than added to __all__ above, so parallel edits to the top of this module merge cleanly.
+__all__ += ["plot_heatmap"]
+
+
+def _heatmap_grid(table, rows: str, cols: str):
+    """Row labels, column labels (first-appearance order) and a {(row, col): record} lookup; one record per cell."""
+    dup = table.duplicated([rows, cols])
+    if dup.any():
+        first = table.loc[dup, [rows, cols]].iloc[0].tolist()
+        raise ValueError(f"several rows for {rows}/{cols} {first}: filter the table to one measure "
+                         "(one scorer, one exam mode and shot count) first")
+    cells = {(r[rows], r[cols]): r for r in table.to_dict("records")}
+    return list(dict.fromkeys(table[rows])), list(dict.fromkeys(table[cols])), cells
+
+
+def plot_heatmap(table, profile, *, title: str, value_label: str, rows: str = "model", cols: str = "category",
+                 xlabel: str | None = None, ylabel: str = "arm", vmin=None, vmax=None):
+    """Arms x categories (or subjects) heatmap of one measure: each cell shows its mean and [ci_low, ci_high].
+
+    `table` is tidy with columns rows, cols, mean, ci_low, ci_high (e.g. score_tables()["belle"] for one
+    scorer, or ["exam"] for one mode and shot count); a missing or NaN cell shows "n/a". Like the paper's
+    tables 6/7; the colour scale (vmin/vmax, default the data's range) is labelled with value_label.
+    """
+    import numpy as np
+
+    row_labels, col_labels, cells = _heatmap_grid(table, rows, cols)
+    get = lambda r, c, key: float(cells[(r, c)][key]) if (r, c) in cells else float("nan")  # noqa: E731
+    means = np.array([[get(r, c, "mean") for c in col_labels] for r in row_labels])
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.05 * len(col_labels) + 2.4), max(2.4, 0.75 * len(row_labels) + 1.6)))
+    cmap = plt.get_cmap("YlGnBu").with_extremes(bad="#e0e0e0")  # NaN cells: grey, labelled n/a
+    image = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
+    for i, r in enumerate(row_labels):
+        for j, c in enumerate(col_labels):
+            mean = means[i, j]
+            text = "n/a" if np.isnan(mean) else f"{mean:.1f}\n[{get(r, c, 'ci_low'):.1f}, {get(r, c, 'ci_high'):.1f}]"
+            dark = not np.isnan(mean) and image.norm(mean) > 0.55  # white text on the dark end of the scale
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "#222222")
+    if "avg" in col_labels:  # the mean over categories is a summary, not one more category: set it apart
+        ax.axvline(col_labels.index("avg") - 0.5, color="white", linewidth=3)
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=30, ha="right")
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    ax.grid(False)
+    ax.set(xlabel=xlabel or cols, ylabel=ylabel)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label(value_label)
+    ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
+    return fig

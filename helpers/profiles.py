@@ -66,6 +66,12 @@ class Profile:
     adalora_init_r: int = 12  # AdaLoRA's starting rank per matrix: parameters and optimizer memory scale with it
     adalora_target_r: int = 8  # AdaLoRA's average rank after pruning (pruned ranks are masked, not freed)
     adalora_update: str = "callback"  # "callback": reallocate ranks after each step; "none": never (the paper's run)
+    # Finding 04's CoT* arm: a cue appended as the last line of every instruction and generate-mode exam question
+    # at evaluation only (the paper's "先思考，再决定"); never seen in training. "" (default) adds nothing.
+    eval_suffix: str = ""
+    # Tokens a generate-mode exam reply may use: 8 fits a bare letter; a model asked to think first (CoT*) needs
+    # room for its rationale (e.g. max_new_tokens), and so does every arm it is compared with. Time grows with it.
+    exam_max_new_tokens: int = 8
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (for results files)."""
@@ -214,6 +220,7 @@ _RANGES = (
     ("logging_steps", lambda v: v >= 1, "at least 1"),
     ("save_steps", lambda v: v >= 1, "at least 1"),
     ("max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("exam_max_new_tokens", lambda v: v >= 1, "at least 1"),
 )
 
 

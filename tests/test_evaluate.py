@@ -134,7 +134,7 @@ def test_build_mc_prompt_layout(exam):
     assert prompt.startswith("以下是关于医学的单项选择题，请直接给出正确答案的选项。\n\n我国的根本大法是\nA. 民法典\n")
     assert "D. 行政法\n答案：B\n\n" in prompt and "答案：B\n\n人体最大的腺体是\nA. 胰\nB. 肝\nC. 脾\nD. 甲状腺\n答案：" in prompt
     assert prompt.endswith("D. 甲状腺\n答案：")
-    assert build_mc_prompt(row, cot_suffix="先思考，再决定").endswith("D. 甲状腺\n先思考，再决定\n答案：")
+    assert build_mc_prompt(row, eval_suffix="先思考，再决定").endswith("D. 甲状腺\n先思考，再决定\n答案：")
 
 
 def test_mc_prompts_never_use_the_question_as_its_own_shot(exam):
