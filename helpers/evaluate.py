@@ -16,7 +16,7 @@ import unicodedata
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .console import tqdm
 
 from .benchmarks import BELLE_CATEGORIES, EXAM_SUBJECTS
 from .generation import chat

@@ -47,6 +47,7 @@ class Profile:
     eval_batch_size: int = 8  # prompts per generation batch
     output_root: str = "outputs"  # adapters, checkpoints and caches go here (point it at Google Drive on Colab)
     result_note: str = ""  # printed on every figure and table this profile makes (e.g. "not a result")
+    expects_gpu: bool = False  # sized for a GPU: the environment check warns loudly when none is visible
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (for results files)."""
@@ -96,6 +97,7 @@ _COLAB_T4 = Profile(
     logging_steps=10,
     save_steps=100,
     max_new_tokens=256,
+    expects_gpu=True,
 )
 
 _A100 = Profile(
@@ -115,6 +117,7 @@ _A100 = Profile(
     save_steps=200,
     max_new_tokens=512,
     eval_batch_size=16,
+    expects_gpu=True,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _COLAB_T4, _A100)}
