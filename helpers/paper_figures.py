@@ -121,7 +121,8 @@ def _human_values():
 FINDINGS = {
     "01_bases": ("Finding 1 · Tuning helps pre-trained bases; already-tuned models can lose (Vicuna, ChatGLM on "
                  "Belle-eval; Bloomz on MMCU). Bloom is the best base", _bases),
-    "02_peft_methods": ("Finding 2 · LoRA and SadapterH lead; prompt tuning trails; more parameters (-l) do not reliably help",
+    "02_peft_methods": ("Finding 2 · LoRA and SadapterH lead; prompt tuning trails; more parameters (-l) "
+                        "do not reliably help",
                         _peft_methods),
     "03_data_types": ("Finding 3 · ChatGPT-made data lifts Belle-eval; NLP-task collections hurt it but help MMCU",
                       _data_types),

@@ -10,9 +10,8 @@ import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib import font_manager
-
 import numpy as np
+from matplotlib import font_manager
 
 from .paths import output_dir, project_path
 
@@ -66,11 +65,9 @@ def profile_label(profile) -> str:
 
 
 def figure_path(notebook: str, name: str, profile, root: str | Path | None = None) -> Path:
-    """Where a figure goes: <root>/<profile>/<notebook>/<name>.png, and by default beside the run's other outputs,
-    <output_root>/<profile>/<notebook>/figures/<name>.png, so a run sent elsewhere (a test) writes nothing here."""
-    if root is None:
-        return output_dir(profile.output_root, profile.name, notebook) / "figures" / f"{name}.png"
-    return project_path(root) / profile.name / notebook / f"{name}.png"
+    """Where a figure goes: beside the run's other outputs, <output_root>/<profile>/<notebook>/figures/<name>.png
+    (`root` replaces the profile's output_root), so a run sent elsewhere (a test) writes nothing into the project."""
+    return output_dir(str(root or profile.output_root), profile.name, notebook) / "figures" / f"{name}.png"
 
 
 def save_figure(fig, notebook: str, name: str, profile, root: str | Path | None = None) -> Path:
@@ -115,6 +112,34 @@ def _bar_label(ax, x, top, value, fmt, fontsize, rotation):
                 va="bottom" if y >= 0 else "top", fontsize=fontsize, rotation=rotation)
 
 
+def _draw_series(ax, pos, width, values, low_high, *, label, color, fmt, fontsize, rotation):
+    """One series of bars at `pos`, with its interval when given, each bar labelled with its value."""
+    values, yerr, top = np.asarray(values, dtype=float), None, np.asarray(values, dtype=float)
+    if low_high is not None:
+        low, high = (np.asarray(e, dtype=float) for e in low_high)
+        yerr, top = np.vstack([values - low, high - values]), np.where(values >= 0, high, low)
+    ax.bar(pos, np.nan_to_num(values), width=width, label=label, color=color,
+           yerr=None if yerr is None else np.nan_to_num(yerr), capsize=2, error_kw={"elinewidth": 0.8})
+    for x, t, v in zip(pos, top, values):
+        _bar_label(ax, x, t, v, fmt, fontsize, rotation)
+
+
+def _style_axis(ax, labels, drawn, *, xlabel, ylabel, title):
+    ax.axhline(0, color="#333333", linewidth=0.6)
+    ax.margins(y=0.12)  # room for the value labels
+    if np.nanmin(drawn, initial=0) >= 0:  # no negative value: the axis starts at 0 (and an all-zero one ends at 1)
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1.0))
+    # Slant only labels that would collide: long ones, many of them, on one line each.
+    slanted = sum(len(str(t)) for t in labels) > 36 and not any("\n" in str(t) for t in labels)
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=30 if slanted else 0, ha="right" if slanted else "center",
+                  fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="x", visible=False)  # vertical grid lines would run through the bars
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(title, fontsize=9)
+
+
 def bar_panel(ax, labels, series: dict, *, ylabel: str, xlabel: str = "", title: str = "", errors=None,
               chance: float | None = None, reference: tuple[float, str] | None = None, colors=None,
               fmt: str = "{:.1f}"):
@@ -124,35 +149,16 @@ def bar_panel(ax, labels, series: dict, *, ylabel: str, xlabel: str = "", title:
     labels, errors, colors = list(labels), errors or {}, colors or {}
     x, width = np.arange(len(labels)), 0.8 / max(1, len(series))
     crowded = len(labels) * len(series) > 16  # narrow bars: labels turn upright so they do not overlap
-    fontsize, rotation = (6, 90) if crowded else (7, 0)
     for i, (name, values) in enumerate(series.items()):
-        values, pos = np.asarray(values, dtype=float), x + (i - (len(series) - 1) / 2) * width
-        yerr, top = None, values
-        if name in errors:
-            low, high = (np.asarray(e, dtype=float) for e in errors[name])
-            yerr = np.vstack([values - low, high - values])
-            top = np.where(values >= 0, high, low)
-        ax.bar(pos, np.nan_to_num(values), width=width, label=name, color=colors.get(name, PALETTE[i % 6]),
-               yerr=None if yerr is None else np.nan_to_num(yerr), capsize=2, error_kw={"elinewidth": 0.8})
-        for px, t, v in zip(pos, top, values):
-            _bar_label(ax, px, t, v, fmt, fontsize, rotation)
+        _draw_series(ax, x + (i - (len(series) - 1) / 2) * width, width, values, errors.get(name), label=name,
+                     color=colors.get(name, PALETTE[i % len(PALETTE)]), fmt=fmt, fontsize=6 if crowded else 7,
+                     rotation=90 if crowded else 0)
     if chance is not None:
         ax.axhline(chance, color="#555555", linestyle="--", linewidth=1, label=f"chance ({chance:g}%)")
     if reference is not None:
         ax.axhline(reference[0], color="#888888", linestyle=":", linewidth=1.2, label=reference[1])
-    ax.axhline(0, color="#333333", linewidth=0.6)
-    ax.margins(y=0.12)  # room for the value labels
     drawn = np.concatenate([np.ravel(v) for v in series.values()] + [np.ravel(e) for e in errors.values()])
-    if np.nanmin(drawn, initial=0) >= 0:  # no negative value: the axis starts at 0 (and an all-zero one ends at 1)
-        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1.0))
-    # Slant only labels that would collide: long ones, many of them, on one line each.
-    slanted = sum(len(str(t)) for t in labels) > 36 and not any("\n" in str(t) for t in labels)
-    ax.set_xticks(x, labels, rotation=30 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
-    ax.tick_params(axis="y", labelsize=8)
-    ax.grid(axis="x", visible=False)  # vertical grid lines would run through the bars
-    ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_ylabel(ylabel, fontsize=9)
-    ax.set_title(title, fontsize=9)
+    _style_axis(ax, labels, drawn, xlabel=xlabel, ylabel=ylabel, title=title)
     return ax
 
 

@@ -220,6 +220,10 @@ def _peak_memory() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (CPU)"
 
 
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])  # checkpoint-<global step>
+
+
 def _restore_finished(trainer, checkpoint: Path) -> None:
     """Load a finished run's adapter and trainer state without training. transformers resumes a checkpoint taken at
     max_steps mid-epoch by running one step past it, changing a result that was already final."""
@@ -246,7 +250,7 @@ def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_
                          "token left after truncation; build the dataset with build_sft_dataset(...)")
     trainer.data_collator = _guard_supervised(trainer.data_collator)
     _adapters_to_fp32(trainer.model)
-    if resume_from and 0 < trainer.args.max_steps <= int(resume_from.name.split("-")[1]):
+    if resume_from and 0 < trainer.args.max_steps <= _checkpoint_step(resume_from):
         _restore_finished(trainer, resume_from)  # already done: train() would still run one more step
     else:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -292,7 +296,7 @@ def _resume_point(log_history: list[dict], resumed) -> tuple[int, int]:
     """(step, tokens seen) where this call resumed: read from the restored log, as rotation may delete the folder."""
     if not resumed:
         return 0, 0
-    step = int(Path(resumed).name.split("-")[1])
+    step = _checkpoint_step(Path(resumed))
     tokens = next((h["num_input_tokens_seen"] for h in log_history
                    if h.get("step") == step and "num_input_tokens_seen" in h), 0)
     return step, int(tokens)

@@ -10,9 +10,8 @@ from safetensors.torch import load_file
 
 from helpers.adapters import compare_merged, load_with_adapter, merge_adapter, merge_dtype, with_adapter
 from helpers.evaluate import score_mc_loglik
-from helpers.experiment import attach_adapter, load_base
+from helpers.experiment import attach_adapter, load_base, load_benchmarks
 from helpers.generation import chat
-from helpers.benchmarks import load_exam
 from helpers.profiles import get_profile
 from helpers.prompts import build_sft_dataset
 from helpers.train import train_model
@@ -79,7 +78,7 @@ def _base_view(model, tok, exam):
 def test_attaching_an_adapter_leaves_the_base_unchanged(trained):
     profile, result, _ = trained
     model, tok = load_base(profile)
-    exam = load_exam(profile.exam_data, limit=8)
+    exam = load_benchmarks(profile)["exam"].head(8)
     logits, preds = _base_view(model, tok, exam)
     tuned = attach_adapter(model, result.adapter_dir)
     assert tuned is not None and not any("lora" in name for name, _ in model.named_modules())

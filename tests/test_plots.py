@@ -32,7 +32,7 @@ def test_figures_carry_profile_labels_and_are_saved_per_profile(tmp_path):
     assert "profile: smoke" in ax.get_title() and "not a result" in ax.get_title()
     assert ax.get_xlabel() and "loss" in ax.get_ylabel()
     path = save_figure(fig, "99_test", "loss", profile, root=tmp_path)
-    assert path == tmp_path / "smoke" / "99_test" / "loss.png" and path.stat().st_size > 1000
+    assert path == tmp_path / "smoke" / "99_test" / "figures" / "loss.png" and path.stat().st_size > 1000
     fig = plot_bars(["code", "math"], {"paper": [50, 30], "ours": [1, 2]}, profile, xlabel="category",
                     ylabel="score (0-100)", title="t")
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["paper", "ours"]  # one legend, below the panels
@@ -61,7 +61,8 @@ def test_bars_carry_values_intervals_zero_and_missing_labels_and_chance():
     profile = get_profile("smoke")
     fig = plot_bars(["law", "medicine", "avg"], {"base": [0.0, 40.0, float("nan")], "tuned": [10.0, 50.0, 30.0]},
                     profile, xlabel="subject", ylabel="accuracy (%)", title="t", chance=chance_level(4),
-                    errors={"base": ([0, 30, float("nan")], [0, 50, float("nan")]), "tuned": ([5, 45, 20], [15, 55, 40])})
+                    errors={"base": ([0, 30, float("nan")], [0, 50, float("nan")]),
+                            "tuned": ([5, 45, 20], [15, 55, 40])})
     ax = fig.axes[0]
     assert _texts(ax) == ["0.0", "40.0", "n/a", "10.0", "50.0", "30.0"]  # a 0 is labelled, NaN says n/a
     assert sum(isinstance(c, ErrorbarContainer) for c in ax.containers) == 2
