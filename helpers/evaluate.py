@@ -30,7 +30,7 @@ import unicodedata
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .console import tqdm
 
 from .eval_sets import BELLE_CATEGORIES, EXAM_SUBJECTS
 from .generation import chat

@@ -67,8 +67,9 @@ def evaluate_model(model, tokenizer, profile, benchmarks: dict, *, label: str, s
 
 
 def attach_adapter(model, adapter_dir: str | Path):
-    """The base wrapped with a saved adapter, or None when there is none trained on this very base."""
-    from peft import PeftModel
+    """A tuned model: the base plus a saved adapter, or None when there is none trained on this very base.
+    `model` itself stays the base (adapters.with_adapter shares its weights without changing it)."""
+    from .adapters import with_adapter
 
     config = Path(adapter_dir) / "adapter_config.json"
     if not config.exists():
@@ -77,7 +78,7 @@ def attach_adapter(model, adapter_dir: str | Path):
     if trained_on != model.name_or_path:
         print(f"{adapter_dir} was trained on {trained_on}, not {model.name_or_path}: not using it")
         return None
-    return PeftModel.from_pretrained(model, str(adapter_dir))
+    return with_adapter(model, adapter_dir)
 
 
 def score_tables(*evaluations: dict) -> dict[str, pd.DataFrame]:

@@ -404,7 +404,7 @@ def judge_one(settings, category, question, reference, response, *, session=None
 
 def judge_many(settings, items: list[dict], *, progress=True) -> list[dict]:
     """Judge items (dicts with category/question/reference/response) in order; JudgeError names the item."""
-    from tqdm.auto import tqdm  # imported lazily: only the batch path needs a progress bar
+    from .console import tqdm  # imported lazily: only the batch path needs a progress bar
 
     fields = ("category", "question", "reference", "response")
     for i, item in enumerate(items):  # fail before any paid request, not halfway through

@@ -1,16 +1,23 @@
-"""One plotting style (with a CJK font) and one place figures are saved."""
+"""One plotting style (with a CJK font), one place figures are saved, and honest bar charts.
+
+Honest means: every bar carries its value (a 0 is labelled, a missing one says "n/a"), our means carry their 95%
+interval as an error bar, exam figures draw the chance level, and different measures never share an axis: they
+go into separate panels (plot_panels; plot_beside_paper puts the paper's numbers beside ours that way).
+"""
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib import font_manager
 
-from .paths import project_path
+from .paths import output_dir, project_path
 
-__all__ = ["CJK_FONTS", "find_cjk_font", "setup_style", "profile_label", "save_figure", "plot_loss",
-           "plot_bars", "captioned"]
+__all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
+           "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
+           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -19,6 +26,8 @@ CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuan
 _FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".local/share/fonts"),
               str(project_path(".cache/fonts")))
 DPI = 120
+PALETTE = ("#30638e", "#d1495b", "#edae49", "#00798c", "#9aa5b1", "#5c6b7a")
+PAPER_SOURCE = "source: Si et al. 2023, numbers as published"
 
 
 def find_cjk_font() -> str | None:
@@ -55,9 +64,15 @@ def profile_label(profile) -> str:
     return f"profile: {profile.name}" + (f" ({profile.result_note})" if profile.result_note else "")
 
 
-def save_figure(fig, notebook: str, name: str, profile, root: str | Path = "figures") -> Path:
-    """Save to figures/<profile>/<notebook>/<name>.png at the house dpi and return the path."""
-    path = project_path(root) / profile.name / notebook / f"{name}.png"
+def figure_path(notebook: str, name: str, profile, root: str | Path | None = None) -> Path:
+    """Where a figure goes: beside the run's other outputs, <output_root>/<profile>/<notebook>/figures/<name>.png
+    (`root` replaces the profile's output_root), so a run sent elsewhere (a test) writes nothing into the project."""
+    return output_dir(str(root or profile.output_root), profile.name, notebook) / "figures" / f"{name}.png"
+
+
+def save_figure(fig, notebook: str, name: str, profile, root: str | Path | None = None) -> Path:
+    """Save at the house dpi to figure_path(...) and return the path."""
+    path = figure_path(notebook, name, profile, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
@@ -73,21 +88,158 @@ def plot_loss(loss_history, profile, *, title: str = "训练损失 Training loss
     return fig
 
 
-def plot_bars(labels, series: dict, profile, *, xlabel: str, ylabel: str, title: str):
-    """Grouped bars, one group per label and one bar per series (NaN: not measured); titled with the profile."""
-    import numpy as np
+def chance_level(n_options: int = 4) -> float:
+    """Accuracy (%) of guessing uniformly among n options: 25 for the four options of MMCU/CMMLU/C-Eval."""
+    return 100.0 / n_options
 
+
+def series_from_table(table, label_col: str, labels, *, by: str = "model", names=None):
+    """(series, errors) for bar_panel from a tidy table with mean/ci_low/ci_high: one series per value of `by`
+    (or `names`), in `labels` order; a label the table lacks is NaN (drawn as "n/a")."""
+    names = list(dict.fromkeys(table[by])) if names is None else list(names)
+    series, errors = {}, {}
+    for name in names:
+        rows = table[table[by] == name].set_index(label_col).reindex(list(labels))
+        series[name] = rows["mean"].to_numpy(float)
+        errors[name] = (rows["ci_low"].to_numpy(float), rows["ci_high"].to_numpy(float))
+    return series, errors
+
+
+def _bar_label(ax, x, top, value, fmt, fontsize, rotation):
+    text = "n/a" if np.isnan(value) else fmt.format(value)
+    y = 0.0 if np.isnan(top) else top
+    ax.annotate(text, (x, y), xytext=(0, 2 if y >= 0 else -2), textcoords="offset points", ha="center",
+                va="bottom" if y >= 0 else "top", fontsize=fontsize, rotation=rotation)
+
+
+def _draw_series(ax, pos, width, values, low_high, *, label, color, fmt, fontsize, rotation):
+    """One series of bars at `pos`, with its interval when given, each bar labelled with its value."""
+    values, yerr, top = np.asarray(values, dtype=float), None, np.asarray(values, dtype=float)
+    if low_high is not None:
+        low, high = (np.asarray(e, dtype=float) for e in low_high)
+        yerr, top = np.vstack([values - low, high - values]), np.where(values >= 0, high, low)
+    ax.bar(pos, np.nan_to_num(values), width=width, label=label, color=color,
+           yerr=None if yerr is None else np.nan_to_num(yerr), capsize=2, error_kw={"elinewidth": 0.8})
+    for x, t, v in zip(pos, top, values):
+        _bar_label(ax, x, t, v, fmt, fontsize, rotation)
+
+
+def _style_axis(ax, labels, drawn, *, xlabel, ylabel, title):
+    ax.axhline(0, color="#333333", linewidth=0.6)
+    ax.margins(y=0.12)  # room for the value labels
+    if np.nanmin(drawn, initial=0) >= 0:  # no negative value: the axis starts at 0 (and an all-zero one ends at 1)
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1.0))
+    # Slant only labels that would collide: long ones, many of them, on one line each.
+    slanted = sum(len(str(t)) for t in labels) > 36 and not any("\n" in str(t) for t in labels)
+    ax.set_xticks(np.arange(len(labels)), labels, rotation=30 if slanted else 0, ha="right" if slanted else "center",
+                  fontsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="x", visible=False)  # vertical grid lines would run through the bars
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(title, fontsize=9)
+
+
+def bar_panel(ax, labels, series: dict, *, ylabel: str, xlabel: str = "", title: str = "", errors=None,
+              chance: float | None = None, reference: tuple[float, str] | None = None, colors=None,
+              fmt: str = "{:.1f}"):
+    """Grouped bars on `ax`, each labelled with its value ("n/a" when NaN); `errors` {series: (low, high)} draws
+    intervals, `chance` a dashed chance line, `reference` (value, label) a dotted line; `colors` {series: colour
+    or per-bar colours}."""
+    labels, errors, colors = list(labels), errors or {}, colors or {}
     x, width = np.arange(len(labels)), 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.55 * len(labels) * len(series) ** 0.5 + 2), 4.0))
-    palette = ["#9aa5b1", "#5c6b7a", "#d1495b", "#edae49", "#00798c", "#30638e"]
+    crowded = len(labels) * len(series) > 16  # narrow bars: labels turn upright so they do not overlap
     for i, (name, values) in enumerate(series.items()):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width=width, label=name,
-               color=palette[i % len(palette)])
-    ax.set_xticks(x, labels, rotation=30, ha="right")
-    ax.set(xlabel=xlabel, ylabel=ylabel)
-    ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # outside: never on a bar
+        _draw_series(ax, x + (i - (len(series) - 1) / 2) * width, width, values, errors.get(name), label=name,
+                     color=colors.get(name, PALETTE[i % len(PALETTE)]), fmt=fmt, fontsize=6 if crowded else 7,
+                     rotation=90 if crowded else 0)
+    if chance is not None:
+        ax.axhline(chance, color="#555555", linestyle="--", linewidth=1, label=f"chance ({chance:g}%)")
+    if reference is not None:
+        ax.axhline(reference[0], color="#888888", linestyle=":", linewidth=1.2, label=reference[1])
+    drawn = np.concatenate([np.ravel(v) for v in series.values()] + [np.ravel(e) for e in errors.values()])
+    _style_axis(ax, labels, drawn, xlabel=xlabel, ylabel=ylabel, title=title)
+    return ax
+
+
+def _figure_legend(fig, extra=()):
+    """One legend below the panels: every distinct series, line and extra (colour, label) patch."""
+    from matplotlib.patches import Patch
+
+    handles = {}
+    for ax in fig.axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    for color, label in extra:
+        handles.setdefault(label, Patch(color=color, label=label))
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(4, len(handles)), fontsize=8, frameon=False)
+
+
+def _label_width(labels) -> float:
+    """Inches per group: upright multi-line labels need room for their longest line; slanted ones do not."""
+    lines = [line for t in labels for line in str(t).split("\n")]
+    upright = any("\n" in str(t) for t in labels)
+    return max(0.45, 0.075 * max(map(len, lines), default=0)) if upright else 0.45
+
+
+def plot_panels(panels: list[dict], profile, *, title: str, ncols: int | None = None, sharey: bool = False,
+                legend=(), note: str = ""):
+    """Side-by-side bar panels, one measure each (keys of bar_panel: labels, series, ylabel, ...), one legend below,
+    the title with the profile, an optional footnote; `legend` adds (colour, label) patches."""
+    ncols = ncols or len(panels)
+    nrows = -(-len(panels) // ncols)
+    widths = [max(3.2, _label_width(p["labels"]) * len(p["labels"]) * max(1, len(p["series"])) ** 0.5 + 1.2)
+              for p in panels]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(widths) * ncols, 3.6 * nrows + 0.6), sharey=sharey,
+                             squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        bar_panel(ax, **panel)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{title}\n{profile_label(profile)}", fontsize=10)
+    fig.tight_layout()
+    _figure_legend(fig, legend)
+    if note:  # below the legend, whose height depends on how many entries it wrapped into
+        y = 0.0
+        if fig.legends:
+            fig.canvas.draw()
+            y = fig.legends[0].get_window_extent().transformed(fig.transFigure.inverted()).y0
+        fig.text(0.5, y - 0.01, note, fontsize=7, ha="center", va="top", wrap=True)
     return fig
+
+
+def plot_bars(labels, series: dict, profile, *, xlabel: str, ylabel: str, title: str, errors=None,
+              chance: float | None = None, fmt: str = "{:.1f}"):
+    """One panel of grouped bars (see bar_panel), titled with the profile."""
+    return plot_panels([dict(labels=labels, series=series, xlabel=xlabel, ylabel=ylabel, errors=errors,
+                             chance=chance, fmt=fmt)], profile, title=title)
+
+
+def plot_beside_paper(paper: dict, ours: dict, profile, *, title: str, sharey: bool = False, note: str = ""):
+    """The paper's numbers (left) and ours with intervals (right) as two panels with their own measures; `sharey`
+    only when both are the same measure (e.g. exam accuracy in %)."""
+    greys = dict(zip(paper["series"], ("#9aa5b1", "#5c6b7a", "#c9ced6", "#3f4a56")))  # ours keep the colours
+    paper = {"title": "paper (Si et al. 2023; no intervals published)", "colors": greys} | paper
+    ours = {"title": "ours (error bars: 95% bootstrap CI)"} | ours
+    return plot_panels([paper, ours], profile, title=title, sharey=sharey, note=note)
+
+
+def _interval_cell(row, precision: int) -> str:
+    unscored = int(row.get("n_unscored", 0) or 0)
+    if np.isnan(row["mean"]):
+        return f"n/a ({unscored} unscored)" if unscored else "n/a"
+    f = f"{{:.{precision}f}}"
+    cell = f"{f.format(row['mean'])} [{f.format(row['ci_low'])}, {f.format(row['ci_high'])}]"
+    return cell + (f" (+{unscored} n/a)" if unscored else "")
+
+
+def interval_table(table, index, columns="model", *, precision: int = 1):
+    """A display table of `mean [low, high]` cells from a tidy table (mean, ci_low, ci_high; optional n_unscored:
+    items without a reference, shown as "n/a" with their count, never as 0)."""
+    cells = table.assign(cell=[_interval_cell(r, precision) for r in table.to_dict("records")])
+    return cells.pivot_table(index=index, columns=columns, values="cell", aggfunc="first", sort=False)
 
 
 def captioned(df, profile, title: str, precision: int = 1):

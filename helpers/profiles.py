@@ -72,6 +72,7 @@ class Profile:
     # Tokens a generate-mode exam reply may use: 8 fits a bare letter; a model asked to think first (CoT*) needs
     # room for its rationale (e.g. max_new_tokens), and so does every arm it is compared with. Time grows with it.
     exam_max_new_tokens: int = 8
+    expects_gpu: bool = False  # sized for a GPU: the environment check warns loudly when none is visible
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (for results files)."""
@@ -121,6 +122,7 @@ _COLAB_T4 = Profile(
     logging_steps=10,
     save_steps=100,
     max_new_tokens=256,
+    expects_gpu=True,
 )
 
 _A100 = Profile(
@@ -140,6 +142,7 @@ _A100 = Profile(
     save_steps=200,
     max_new_tokens=512,
     eval_batch_size=16,
+    expects_gpu=True,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _COLAB_T4, _A100)}

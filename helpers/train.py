@@ -58,11 +58,28 @@ class TrainResult:
     grad_accum: int
     adapter_dir: str
     resumed_from: str | None = None
+    new_steps: int = 0  # optimizer steps run by this call: 0 when it only resumed an already finished run
+    new_tokens: int = 0  # tokens seen in those steps (tokens_seen counts the resumed part too)
     model: object = field(default=None, repr=False)
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Training speed of this call (new tokens / wall time); None when no step ran."""
+        return self.new_tokens / self.wall_time_s if self.new_steps and self.wall_time_s > 0 else None
+
+    def describe(self) -> str:
+        """What this call trained: new steps, time and speed, or that it resumed a run that had already finished."""
+        start = f"resumed from {Path(self.resumed_from).name}: " if self.resumed_from else ""
+        if not self.new_steps:
+            return (f"{start}0 new steps: the run had already finished ({self.steps} steps), so there is no "
+                    "training time or speed to report (delete its checkpoints folder to train again)")
+        return (f"{start}{self.new_steps} new steps ({self.steps} in all), {self.new_tokens:,} tokens in "
+                f"{self.wall_time_s:.1f} s: {self.tokens_per_second:,.0f} tokens/s")
 
     def to_dict(self) -> dict:
         """JSON-ready summary without the model."""
-        d = asdict(self) | {"loss_history": [list(x) for x in self.loss_history]}
+        d = asdict(self) | {"loss_history": [list(x) for x in self.loss_history],
+                            "tokens_per_second": self.tokens_per_second}
         d.pop("model")
         return d
 
@@ -209,6 +226,19 @@ def _peak_memory() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (CPU)"
 
 
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])  # checkpoint-<global step>
+
+
+def _restore_finished(trainer, checkpoint: Path) -> None:
+    """Load a finished run's adapter and trainer state without training. transformers resumes a checkpoint taken at
+    max_steps mid-epoch by running one step past it, changing a result that was already final."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+
+
 def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_accum, resume, callbacks):
     ckpt_dir = out / "checkpoints"
     _match_or_set_aside(ckpt_dir, _run_signature(profile, dataset, batch_size, grad_accum))
@@ -227,7 +257,10 @@ def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_
                          "token left after truncation; build the dataset with build_sft_dataset(...)")
     trainer.data_collator = _guard_supervised(trainer.data_collator)
     _adapters_to_fp32(trainer.model)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resume_from and 0 < trainer.args.max_steps <= _checkpoint_step(resume_from):
+        _restore_finished(trainer, resume_from)  # already done: train() would still run one more step
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(out / "adapter"))  # adapter weights only, as safetensors
     return trainer, resume_from
 
@@ -268,14 +301,26 @@ def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLik
     return _result(trainer, model, out, start, batch_size, grad_accum, resumed)
 
 
+def _resume_point(log_history: list[dict], resumed) -> tuple[int, int]:
+    """(step, tokens seen) where this call resumed: read from the restored log, as rotation may delete the folder."""
+    if not resumed:
+        return 0, 0
+    step = _checkpoint_step(Path(resumed))
+    tokens = next((h["num_input_tokens_seen"] for h in log_history
+                   if h.get("step") == step and "num_input_tokens_seen" in h), 0)
+    return step, int(tokens)
+
+
 def _result(trainer, model, out: Path, start: float, batch_size: int, grad_accum: int, resumed) -> TrainResult:
     history = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     trainable, total = count_parameters(model)
     peak, kind = _peak_memory()
+    tokens, steps = int(trainer.state.num_input_tokens_seen), trainer.state.global_step
+    resumed_step, resumed_tokens = _resume_point(trainer.state.log_history, resumed)
     return TrainResult(
         loss_history=history, trainable_params=trainable, total_params=total,
         wall_time_s=time.perf_counter() - start, peak_memory_mb=peak, peak_memory_kind=kind,
-        tokens_seen=int(trainer.state.num_input_tokens_seen), steps=trainer.state.global_step,
-        batch_size=batch_size, grad_accum=grad_accum, adapter_dir=str(out / "adapter"),
-        resumed_from=str(resumed) if resumed else None, model=model,
+        tokens_seen=tokens, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
+        adapter_dir=str(out / "adapter"), resumed_from=str(resumed) if resumed else None,
+        new_steps=steps - resumed_step, new_tokens=tokens - resumed_tokens, model=model,
     )
