@@ -17,7 +17,7 @@ from .paths import output_dir, project_path
 
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
            "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
-           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned"]
+           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -246,9 +246,6 @@ def captioned(df, profile, title: str, precision: int = 1):
     """A table for display whose caption names what it shows and the profile (smoke: not a result)."""
     return df.style.set_caption(f"{title} · {profile_label(profile)}").format(precision=precision)
 
-
-# Appended at the end rather than added to __all__ above, so parallel edits to the top of this module merge cleanly.
-__all__ += ["plot_heatmap"]
 
 
 def _heatmap_grid(table, rows: str, cols: str):

@@ -42,14 +42,16 @@ def _settings(obj, keys, *, diff: bool = True) -> dict:
     return shown | (_non_defaults(obj) if diff else {})
 
 
-def recipe_settings(model, profile, checkpoint_dir) -> dict[str, tuple[str, dict]]:
-    """{part: (class name, settings)} for the loaded base's BitsAndBytesConfig, the LoraConfig and the SFTConfig
-    that train_model builds from this profile (OOM retries may later halve the batch; the result says so)."""
-    from .peft_methods import build_lora_config
+def recipe_settings(model, profile, checkpoint_dir, *, n_examples: int | None = None) -> dict[str, tuple[str, dict]]:
+    """{part: (class name, settings)} for the loaded base's BitsAndBytesConfig, the adapter config (the profile's
+    peft_method) and the SFTConfig that train_model builds (OOM retries may later halve the batch; the result says
+    so). n_examples sizes AdaLoRA's schedule as train_model does when the run is set in epochs."""
+    from .peft_methods import build_peft_config, optimizer_steps
     from .train import sft_config
 
     quant = getattr(model.config, "quantization_config", None)
-    adapter = build_lora_config(profile)
+    steps = optimizer_steps(profile, n_examples) if n_examples else None
+    adapter = build_peft_config(profile, total_steps=steps)
     args = sft_config(profile, checkpoint_dir, batch_size=profile.batch_size, grad_accum=profile.grad_accum)
     return {
         "quantization": (type(quant).__name__, _settings(quant, RECIPE_FIELDS["quantization"]))
