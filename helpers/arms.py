@@ -191,7 +191,7 @@ ESTIMATE_RULE = (
     "1 ms per layer. Memory: nf4 weights at 0.52 byte/parameter (unquantised: the compute dtype), embeddings in "
     "the compute dtype, LoRA + Adam at 16 bytes/adapter parameter, activations 2 x layers x batch x length x "
     "hidden x 2 bytes with checkpointing (17x without), logits 10 bytes per token per vocabulary entry, 0.5 GiB "
-    "CUDA context. Counts come from the limits (or the local files); '?' where neither says."
+    "CUDA context. Counts come from the limits (or the local files); blank (nan) where neither says."
 )
 # Peak dense fp16/bf16 FLOP/s and memory bandwidth (bytes/s) of common cards; longer names are matched first.
 _DEVICE_SPEED = {"A100": (312e12, 1.6e12), "H100": (990e12, 3.3e12), "H200": (990e12, 4.8e12),
@@ -219,7 +219,7 @@ def model_size(profile) -> dict | None:
     """Parameter counts and shapes of the profile's base from its config alone (None when it cannot be read)."""
     try:
         return _sizes(resolve_model_source(profile.base_model), profile.trust_remote_code)
-    except (OSError, ValueError) as err:  # offline, or a gated/unknown id: estimates show '?'
+    except (OSError, ValueError) as err:  # offline, or a gated/unknown id: the estimates stay blank
         print(f"no size for {profile.base_model}: {type(err).__name__}: {str(err).splitlines()[0]}")
         return None
 
@@ -282,7 +282,8 @@ def estimate_time(profile, *, shots=(0,)) -> dict:
     n_belle, n_exam = _count(profile.eval_data, profile.eval_limit), _count(profile.exam_data, profile.exam_limit)
     if size is None:
         return {"train_s": None, "eval_s": None}
-    rate, bandwidth = device_speed()[1] * _UTILISATION, device_speed()[2]
+    _, flops, bandwidth = device_speed()
+    rate = flops * _UTILISATION
     tokens = profile.batch_size * profile.grad_accum * profile.max_length
     step = (8 if profile.gradient_checkpointing else 6) * size["total"] * tokens / rate + 0.05 * profile.grad_accum
     train_s = steps * step if steps else None
@@ -323,14 +324,14 @@ def plan_arms(profile, arms, *, shots=(0,), judge=None, with_base=False) -> pd.D
 def tidy_rows(evaluation: dict) -> pd.DataFrame:
     """evaluate_model's output as rows {benchmark, metric, group, item_id, score (0-100; NaN: unscored)}."""
     belle, exam = evaluation["belle"], evaluation["exam"]
-    return pd.concat([
-        pd.DataFrame({"benchmark": "belle", "metric": belle["scorer"].to_numpy(), "group": belle["category"].to_numpy(),
-                      "item_id": belle["item_id"].astype(str).to_numpy(),
-                      "score": belle["score"].astype(float).to_numpy() * 100}),
-        pd.DataFrame({"benchmark": "exam", "metric": (exam["mode"] + "/" + exam["shots"].astype(str) + "-shot").to_numpy(),
-                      "group": exam["subject"].to_numpy(), "item_id": exam["item_id"].astype(str).to_numpy(),
-                      "score": exam["correct"].astype(float).to_numpy() * 100}),
-    ], ignore_index=True)
+    frames = (
+        ("belle", belle["scorer"], belle["category"], belle["item_id"], belle["score"].astype(float) * 100),
+        ("exam", exam["mode"] + "/" + exam["shots"].astype(str) + "-shot", exam["subject"], exam["item_id"],
+         exam["correct"].astype(float) * 100),
+    )
+    return pd.concat([pd.DataFrame({"benchmark": bench, "metric": metric.to_numpy(), "group": group.to_numpy(),
+                                    "item_id": item.astype(str).to_numpy(), "score": score.to_numpy()})
+                      for bench, metric, group, item, score in frames], ignore_index=True)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -494,7 +495,7 @@ def gain_table(rows: pd.DataFrame, *, n_boot=2000, seed=0) -> pd.DataFrame:
 
 
 def headline(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows scored the paper's way: Belle-eval by the judge (ROUGE-L without one), exams by generation, fewest shots."""
+    """Rows scored the paper's way: Belle-eval by the judge (ROUGE-L without one), exams by generation, fewest shots."""
     metrics = table.groupby("benchmark")["metric"].unique()
     belle = list(metrics.get("belle", []))
     exam = sorted(m for m in metrics.get("exam", []) if m.startswith("generate/"))

@@ -155,8 +155,9 @@ def _rows(means: dict, *, n_per_group=6, groups=("code", "math", "open_qa"), sta
     for arm, mean in means.items():
         for g in groups:
             for i in range(n_per_group):
+                score = float(np.clip(mean + rng.normal(0, 5), 0, 100))
                 out.append({"arm": arm, "stage": stage, "benchmark": "belle", "metric": "rouge_l_chars",
-                            "group": g, "item_id": f"{g}-{i}", "score": float(np.clip(mean + rng.normal(0, 5), 0, 100))})
+                            "group": g, "item_id": f"{g}-{i}", "score": score})
     return pd.DataFrame(out)
 
 
@@ -234,7 +235,8 @@ def test_verdicts_use_the_papers_numbers_for_each_arm_and_the_conclusion_warns_o
     assert contrast["llama · Chinese"]["belle"] == pytest.approx(1.4)
     assert contrast["bloom · Chinese"]["exam"] == pytest.approx(-3.03)
     verdicts = A.add_verdicts(table, contrast)
-    assert list(verdicts["arm"]) == ["llama · Chinese", "bloom · Chinese"] and set(verdicts["verdict"]) <= set(A.VERDICTS)
+    assert list(verdicts["arm"]) == ["llama · Chinese", "bloom · Chinese"]
+    assert set(verdicts["verdict"]) <= set(A.VERDICTS)
     text = A.conclusion(verdicts, ["tiny:llama", "tiny:bloom"])
     assert "cannot test this finding" in text and text.count("\n- ") == 2
     assert "cannot test" not in A.conclusion(verdicts, ["bigscience/bloom-1b7"])
