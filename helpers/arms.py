@@ -463,7 +463,10 @@ def _against(arms, order: list, reference) -> dict:
 
 
 def comparison_table(rows: pd.DataFrame, arms=(), *, reference=None, n_boot=2000, seed=0) -> pd.DataFrame:
-    """Per stage, benchmark, metric and arm: n, mean [ci_low, ci_high], and the paired diff to its `against` arm."""
+    """Per stage, benchmark, metric and arm: n, n_unscored, mean [ci_low, ci_high], and the paired difference
+    (diff [diff_low, diff_high]) to its `against` arm: the arm's compare_to, else `reference` (default: the first
+    arm; but when some arms name a compare_to, arms without one are not compared). Means are macro averages
+    (mean of category or subject means, as the paper reports) with stratified bootstrap intervals."""
     order = list(pd.unique(rows["arm"]))
     against = _against(arms, order, reference)
     out = []
@@ -494,11 +497,15 @@ def gain_table(rows: pd.DataFrame, *, n_boot=2000, seed=0) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _shots(metric: str) -> int:
+    return int(metric.split("/")[1].split("-")[0])  # "generate/3-shot" -> 3
+
+
 def headline(table: pd.DataFrame) -> pd.DataFrame:
     """Rows scored the paper's way: Belle-eval by the judge (ROUGE-L without one), exams by generation, fewest shots."""
     metrics = table.groupby("benchmark")["metric"].unique()
     belle = list(metrics.get("belle", []))
-    exam = sorted(m for m in metrics.get("exam", []) if m.startswith("generate/"))
+    exam = sorted((m for m in metrics.get("exam", []) if m.startswith("generate/")), key=_shots)
     keep = {("belle", next((m for m in belle if m.startswith("judge:")), "rouge_l_chars")),
             ("exam", exam[0] if exam else None)}
     return table[[(b, m) in keep for b, m in zip(table["benchmark"], table["metric"])]].reset_index(drop=True)

@@ -255,6 +255,9 @@ def test_headline_keeps_the_papers_way_of_scoring():
                           "metric": ["rouge_l_chars", "judge:gpt-4o-mini", "loglik/0-shot", "generate/3-shot",
                                      "generate/0-shot"]})
     assert A.headline(table)["metric"].tolist() == ["judge:gpt-4o-mini", "generate/0-shot"]
+    later = table.assign(metric=["rouge_l_chars", "rouge_l_chars", "loglik/5-shot", "generate/10-shot",
+                                 "generate/5-shot"])
+    assert A.headline(later)["metric"].tolist() == ["rouge_l_chars", "rouge_l_chars", "generate/5-shot"]
 
 
 # ------------------------------------------------------------------------------------------- tokenizers
