@@ -17,7 +17,7 @@ from .paths import output_dir, project_path
 
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
            "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
-           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap"]
+           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -105,23 +105,23 @@ def series_from_table(table, label_col: str, labels, *, by: str = "model", names
     return series, errors
 
 
-def _bar_label(ax, x, top, value, fmt, fontsize, rotation):
-    text = "n/a" if np.isnan(value) else fmt.format(value)
+def _bar_label(ax, x, top, value, fmt, fontsize, rotation, text=None):
+    text = ("n/a" if np.isnan(value) else fmt.format(value)) if text is None else text
     y = 0.0 if np.isnan(top) else top
     ax.annotate(text, (x, y), xytext=(0, 2 if y >= 0 else -2), textcoords="offset points", ha="center",
                 va="bottom" if y >= 0 else "top", fontsize=fontsize, rotation=rotation)
 
 
-def _draw_series(ax, pos, width, values, low_high, *, label, color, fmt, fontsize, rotation):
-    """One series of bars at `pos`, with its interval when given, each bar labelled with its value."""
+def _draw_series(ax, pos, width, values, low_high, *, label, color, fmt, fontsize, rotation, texts=None):
+    """One series of bars at `pos`, with its interval when given, each bar labelled with its value (or `texts`)."""
     values, yerr, top = np.asarray(values, dtype=float), None, np.asarray(values, dtype=float)
     if low_high is not None:
         low, high = (np.asarray(e, dtype=float) for e in low_high)
         yerr, top = np.vstack([values - low, high - values]), np.where(values >= 0, high, low)
     ax.bar(pos, np.nan_to_num(values), width=width, label=label, color=color,
            yerr=None if yerr is None else np.nan_to_num(yerr), capsize=2, error_kw={"elinewidth": 0.8})
-    for x, t, v in zip(pos, top, values):
-        _bar_label(ax, x, t, v, fmt, fontsize, rotation)
+    for i, (x, t, v) in enumerate(zip(pos, top, values)):
+        _bar_label(ax, x, t, v, fmt, fontsize, rotation, None if texts is None else texts[i])
 
 
 def _style_axis(ax, labels, drawn, *, xlabel, ylabel, title):
@@ -142,17 +142,17 @@ def _style_axis(ax, labels, drawn, *, xlabel, ylabel, title):
 
 def bar_panel(ax, labels, series: dict, *, ylabel: str, xlabel: str = "", title: str = "", errors=None,
               chance: float | None = None, reference: tuple[float, str] | None = None, colors=None,
-              fmt: str = "{:.1f}"):
+              fmt: str = "{:.1f}", texts=None):
     """Grouped bars on `ax`, each labelled with its value ("n/a" when NaN); `errors` {series: (low, high)} draws
     intervals, `chance` a dashed chance line, `reference` (value, label) a dotted line; `colors` {series: colour
-    or per-bar colours}."""
+    or per-bar colours}; `texts` {series: [text per bar]} replaces the value labels."""
     labels, errors, colors = list(labels), errors or {}, colors or {}
     x, width = np.arange(len(labels)), 0.8 / max(1, len(series))
     crowded = len(labels) * len(series) > 16  # narrow bars: labels turn upright so they do not overlap
     for i, (name, values) in enumerate(series.items()):
         _draw_series(ax, x + (i - (len(series) - 1) / 2) * width, width, values, errors.get(name), label=name,
                      color=colors.get(name, PALETTE[i % len(PALETTE)]), fmt=fmt, fontsize=6 if crowded else 7,
-                     rotation=90 if crowded else 0)
+                     rotation=90 if crowded else 0, texts=(texts or {}).get(name))
     if chance is not None:
         ax.axhline(chance, color="#555555", linestyle="--", linewidth=1, label=f"chance ({chance:g}%)")
     if reference is not None:
@@ -290,3 +290,32 @@ def plot_heatmap(table, profile, *, title: str, value_label: str, rows: str = "m
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02).set_label(value_label)
     ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
     return fig
+
+
+def plot_tidy_panels(df, profile, *, panel: str, x: str, hue: str, title: str, xlabel: str, ylabels: dict,
+                     note: str | None = None, chance: dict | None = None, ncols: int = 2):
+    """plot_panels from a tidy table (mean, and ci_low/ci_high where known): one panel per value of `panel`, each
+    with its own y axis (ylabels {panel: unit}), bars of `mean` per `x`, one series per `hue`; `note` names a column
+    of text shown above each bar instead of its value (e.g. a gain); `chance` {panel: y} draws chance lines."""
+    if "ci_low" not in df or "ci_high" not in df:
+        df = df.assign(ci_low=df.get("ci_low", np.nan), ci_high=df.get("ci_high", np.nan))
+    hues = list(dict.fromkeys(df[hue]))
+    panels = []
+    for name, part in df.groupby(panel, sort=False):
+        labels = list(dict.fromkeys(part[x]))
+        series, errors = series_from_table(part, x, labels, by=hue, names=[h for h in hues if h in set(part[hue])])
+        errors = {k: v for k, v in errors.items() if not np.isnan(np.concatenate(v)).all()}
+        texts = {h: [_with_note(v, n) for v, n in zip(series[h], _column(part, hue, h, x, labels, note))]
+                 for h in series} if note else None
+        panels.append(dict(labels=labels, series=series, errors=errors, title=str(name), xlabel=xlabel,
+                           ylabel=ylabels.get(name, ""), chance=(chance or {}).get(name), texts=texts))
+    return plot_panels(panels, profile, title=title, ncols=max(1, min(ncols, len(panels))))
+
+
+def _column(part, hue: str, name, x: str, labels, column: str) -> list:
+    return part[part[hue] == name].drop_duplicates(x).set_index(x)[column].reindex(labels).fillna("").tolist()
+
+
+def _with_note(value: float, note: str) -> str:
+    text = "n/a" if np.isnan(value) else f"{value:.1f}"
+    return f"{text}\n{note}" if note else text

@@ -103,7 +103,48 @@ def _check_evaluation(m):
     assert m["exam_subjects"] == ["medicine", "psychology", "law", "education"]
 
 
-CHECKS = {"00_quickstart": _check_quickstart, "08_evaluation": _check_evaluation}
+def _check_triple(triple, low=0, high=100):
+    assert low <= triple[1] <= triple[0] <= triple[2] <= high, triple  # [mean, ci_low, ci_high]: the mean inside
+
+
+def _check_choosing_a_base(m):
+    from helpers.arms import VERDICTS
+
+    gains = m["gains"]
+    assert set(gains) == {"llama", "bloom", "qwen2"} and set(m["tokenizers"]) == set(gains)
+    for arm, entries in gains.items():
+        assert {"belle/rouge_l_chars", "exam/generate/0-shot", "exam/loglik/0-shot"} <= set(entries)
+        for key, entry in entries.items():
+            assert entry["against"] == "base"
+            for name in ("base", "mean"):
+                _check_triple(entry[name])
+            _check_triple(entry["diff"], -100, 100)
+            assert "loglik" in key or entry["verdict"] in VERDICTS  # verdicts on the paper's way of scoring
+        tok = m["tokenizers"][arm]
+        assert tok["chars_per_token"] > 0 and 0 <= tok["byte_fallback_share"] <= 1 and tok["n_chars"] > 1000
+    assert m["n_verdicts"] == len(m["verdicts"]) == 3 * 2 + 2 * 2  # gains per base, and two bases vs the first
+    assert set(m["verdicts"].values()) <= set(VERDICTS) and "cannot test this finding" in m["conclusion"]["text"]
+
+
+def _check_prompt_language(m):
+    from helpers.arms import VERDICTS
+
+    assert set(m["arms"]) == {f"{base} · {lang}" for base in ("llama", "bloom") for lang in ("English", "Chinese")}
+    for name, entries in m["arms"].items():
+        for key in ("tuned/belle/rouge_l_chars", "tuned/exam/generate/0-shot"):
+            _check_triple(entries[key]["mean"])
+            if name.endswith("Chinese"):  # each Chinese-template arm against the same base with English
+                assert entries[key]["against"] == name.replace("Chinese", "English")
+                _check_triple(entries[key]["diff"], -100, 100)
+                assert entries[key]["verdict"] in VERDICTS
+    assert m["n_verdicts"] == len(m["verdicts"]) == 2 * 2 and m["n_instructions"] == 30 and m["n_exam"] == 24
+    assert "cannot test this finding" in m["conclusion"]["text"]
+
+
+CHECKS = {"00_quickstart": _check_quickstart, "08_evaluation": _check_evaluation,
+          "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language}
+
+
 _BAR = re.compile(r"^(?P<desc>[^|]*?):\s*(?P<pct>\d+)%\|")
 _BARE_DECIMAL = re.compile(r"<td[^>]*>\s*-?\d+\.\d+\s*</td>")  # a mean shown without its interval
 
