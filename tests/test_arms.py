@@ -125,14 +125,29 @@ def test_an_interrupted_arm_resumes_from_its_last_complete_checkpoint(tmp_path, 
     arm = {"name": "a", "base_model": "tiny:qwen2"}
     A.run_arm(profile, arm, progress=False)
     folder = A.arm_folder(A.resolve_arm(profile, arm))
-    # What a kill after the last checkpoint but before the adapter was saved leaves behind.
-    for name in ("train.json", "adapter"):
+    # What a kill after checkpoint-2, before the run finished, leaves behind.
+    for name in ("train.json", "adapter", "checkpoints/checkpoint-4"):
         shutil.rmtree(folder / name) if (folder / name).is_dir() else (folder / name).unlink()
     for path in folder.glob("tuned-*.csv"):
         path.unlink()
     _, info = A.run_arm(profile, arm, progress=False)
-    assert info["status"] == "resumed" and counters["train"] == 2
-    assert json.loads((folder / "train.json").read_text())["train"]["resumed_from"].endswith("checkpoint-4")
+    assert info["status"] == "resumed" and counters["train"] == 2  # trained again, from the checkpoint
+    train = json.loads((folder / "train.json").read_text())["train"]
+    assert train["resumed_from"].endswith("checkpoint-2") and train["steps"] == 4 and train["new_steps"] == 2
+
+
+def test_an_arm_killed_after_its_last_checkpoint_is_restored_without_training(tmp_path, counters):
+    profile = _smoke(tmp_path, max_steps=4, save_steps=2)
+    arm = {"name": "a", "base_model": "tiny:qwen2"}
+    A.run_arm(profile, arm, progress=False)
+    folder = A.arm_folder(A.resolve_arm(profile, arm))
+    for name in ("train.json", "adapter"):  # killed after checkpoint-4 (the last step), before the adapter was saved
+        shutil.rmtree(folder / name) if (folder / name).is_dir() else (folder / name).unlink()
+    for path in folder.glob("tuned-*.csv"):
+        path.unlink()
+    _, info = A.run_arm(profile, arm, progress=False)
+    assert info["status"] == "resumed" and counters["train"] == 1 and (folder / "adapter").is_dir()
+    assert json.loads((folder / "train.json").read_text())["train"]["new_steps"] == 0
 
 
 def test_plan_arms_estimates_each_arm_and_marks_cached_ones(tmp_path):
