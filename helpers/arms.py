@@ -50,7 +50,7 @@ NON_RESULT_FIELDS = ("name", "description", "output_root", "result_note", "loggi
 # Fields that change the evaluation but not the adapter: changing them re-evaluates without re-training.
 EVAL_ONLY_FIELDS = ("eval_data", "eval_limit", "exam_data", "exam_dev_data", "exam_limit", "max_new_tokens",
                     "eval_batch_size", "eval_suffix")
-_VERSION = "1"  # bump when the stored rows change meaning (scoring code, row layout): every arm re-evaluates
+_VERSION = "2"  # bump when the stored rows change meaning (scoring code, row layout): every arm re-evaluates
 _TRAINED = "train.json"  # written after training finished: its presence means the adapter is complete
 
 
@@ -164,12 +164,13 @@ def arm_key(profile) -> str:
                   "data": data_fingerprint(profile, names)})
 
 
-def eval_key(profile, shots=(0,), judge=None) -> str:
-    """Hash of the evaluation settings: EVAL_ONLY_FIELDS, their files, the shots and the judge."""
+def eval_key(profile, shots=(0,), judge=None, prompts=None) -> str:
+    """Hash of the evaluation settings: EVAL_ONLY_FIELDS, their files, the shots, the judge and extra prompt sets."""
     names = [n for n in EVAL_ONLY_FIELDS if hasattr(profile, n)]
+    sets = {name: _hash(df[["item_id", "question"]].to_json()) for name, df in sorted((prompts or {}).items())}
     return _hash({"v": _VERSION, "settings": {n: getattr(profile, n) for n in names},
                   "data": data_fingerprint(profile, names), "shots": sorted(shots),
-                  "judge": f"{judge.model}@{judge.base_url}" if judge else None})
+                  "judge": f"{judge.model}@{judge.base_url}" if judge else None, **({"prompts": sets} if sets else {})})
 
 
 def arm_folder(profile) -> Path:
@@ -177,9 +178,18 @@ def arm_folder(profile) -> Path:
     return output_dir(profile.output_root, profile.name, "arms") / arm_key(profile)
 
 
-def _stage_paths(profile, shots, judge, with_base: bool) -> dict[str, Path]:
-    folder, key = arm_folder(profile), eval_key(profile, shots, judge)
+def _stage_paths(profile, shots, judge, with_base: bool, prompts=None) -> dict[str, Path]:
+    """Per stage, the scores CSV; its answers sit beside it (_answers_path). A stage is done when both exist."""
+    folder, key = arm_folder(profile), eval_key(profile, shots, judge, prompts)
     return {stage: folder / f"{stage}-{key}.csv" for stage in (("base",) if with_base else ()) + ("tuned",)}
+
+
+def _answers_path(scores: Path) -> Path:
+    return scores.with_suffix(".answers.csv")
+
+
+def _stage_done(path: Path) -> bool:
+    return path.exists() and _answers_path(path).exists()
 
 
 # ------------------------------------------------------------------------------------------- estimates
@@ -297,14 +307,14 @@ def estimate_time(profile, *, shots=(0,)) -> dict:
     return {"train_s": train_s, "eval_s": eval_s}
 
 
-def plan_arms(profile, arms, *, shots=(0,), judge=None, with_base=False) -> pd.DataFrame:
+def plan_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, prompts=None) -> pd.DataFrame:
     """Per arm: base, parameters, training steps, estimated minutes and GiB (ESTIMATE_RULE), and cache status."""
     check_arms(arms)
     device = device_speed()[0]
     rows = []
     for arm in arms:
         p = resolve_arm(profile, arm)
-        todo = [s for s, path in _stage_paths(p, shots, judge, with_base).items() if not path.exists()]
+        todo = [s for s, path in _stage_paths(p, shots, judge, with_base, prompts).items() if not _stage_done(path)]
         trained = (arm_folder(p) / _TRAINED).exists()
         est, size, memory = estimate_time(p, shots=shots), model_size(p), estimate_memory(p)
         minutes = None
@@ -358,20 +368,35 @@ def _tuned_model(model, tokenizer, profile, folder: Path):
     return result.model, ("resumed" if result.resumed_from else "trained")
 
 
-def _run_missing(profile, arm: dict, paths: dict, missing: list, shots, judge, progress: bool) -> str:
+def _stage_answers(evaluation: dict, extra: pd.DataFrame | None) -> pd.DataFrame:
+    """The replies a stage gave: Belle-eval's (set "belle") and those to the extra prompt sets."""
+    belle = evaluation["answers"][["item_id", "category", "question", "response"]].assign(set="belle")
+    return pd.concat([belle, extra], ignore_index=True) if extra is not None else belle
+
+
+def _evaluate_stage(model, tokenizer, profile, benchmarks, path: Path, *, label, shots, judge, prompts, progress):
+    """Score a model on both benchmarks, answer the extra prompt sets, and store scores and answers."""
+    evaluation = experiment.evaluate_model(model, tokenizer, profile, benchmarks, label=label, shots=tuple(shots),
+                                           judge=judge, progress=progress)
+    extra = experiment.answer_prompt_sets(model, tokenizer, profile, prompts, progress=progress) if prompts else None
+    _write_atomic(_answers_path(path), _stage_answers(evaluation, extra).to_csv(index=False))
+    _write_atomic(path, tidy_rows(evaluation).to_csv(index=False))  # last: its presence marks the stage done
+
+
+def _run_missing(profile, arm: dict, paths: dict, missing: list, shots, judge, prompts, progress: bool) -> str:
     folder = arm_folder(profile)
     _write_atomic(folder / "arm.json", json.dumps({"arm": arm, "profile": profile.to_dict()}, indent=1,
                                                   ensure_ascii=False, default=str))
     model, tokenizer = experiment.load_base(profile)
     benchmarks = experiment.load_benchmarks(profile)
-    evaluate = functools.partial(experiment.evaluate_model, tokenizer=tokenizer, profile=profile,
-                                 benchmarks=benchmarks, shots=tuple(shots), judge=judge, progress=progress)
-    if "base" in missing:  # before tuning: attaching an adapter changes the base's modules in place
-        _write_atomic(paths["base"], tidy_rows(evaluate(model, label="base")).to_csv(index=False))
+    evaluate = functools.partial(_evaluate_stage, tokenizer=tokenizer, profile=profile, benchmarks=benchmarks,
+                                 shots=shots, judge=judge, prompts=prompts, progress=progress)
+    if "base" in missing:
+        evaluate(model, path=paths["base"], label="base")
     status = "evaluated"
     if "tuned" in missing:
         tuned, status = _tuned_model(model, tokenizer, profile, folder)
-        _write_atomic(paths["tuned"], tidy_rows(evaluate(tuned, label="tuned")).to_csv(index=False))
+        evaluate(tuned, path=paths["tuned"], label="tuned")
     return status
 
 
@@ -393,32 +418,40 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()  # the next arm loads another base into the same GPU
 
 
-def run_arm(profile, arm: dict, *, shots=(0,), judge=None, with_base=False, progress=True):
-    """One arm: (rows with arm and stage columns, info dict); only stages without a stored result are run."""
+def run_arm(profile, arm: dict, *, shots=(0,), judge=None, with_base=False, prompts=None, progress=True):
+    """One arm: (score rows, answers, info dict), rows and answers with arm and stage columns; only stages without
+    a stored result are run. `prompts` {name: DataFrame of item_id, category, question}: extra prompt sets each
+    stage answers (e.g. finding 07's harmful prompts); their replies land in the answers with set=name."""
     p = resolve_arm(profile, arm)
-    paths = _stage_paths(p, shots, judge, with_base)
-    missing = [stage for stage, path in paths.items() if not path.exists()]
+    paths = _stage_paths(p, shots, judge, with_base, prompts)
+    missing = [stage for stage, path in paths.items() if not _stage_done(path)]
     start = time.perf_counter()
-    status = _run_missing(p, arm, paths, missing, shots, judge, progress) if missing else "cached"
+    status = _run_missing(p, arm, paths, missing, shots, judge, prompts, progress) if missing else "cached"
     _release_memory()
     rows = [_read_rows(path).assign(arm=arm["name"], stage=stage) for stage, path in paths.items()]
-    return pd.concat(rows, ignore_index=True), _arm_info(arm, p, status, time.perf_counter() - start)
+    answers = [pd.read_csv(_answers_path(path), dtype={"item_id": str}, keep_default_na=False)
+               .assign(arm=arm["name"], stage=stage) for stage, path in paths.items()]
+    return (pd.concat(rows, ignore_index=True), pd.concat(answers, ignore_index=True),
+            _arm_info(arm, p, status, time.perf_counter() - start))
 
 
-def run_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, reference=None, progress=True,
-             n_boot=2000) -> dict:
-    """Run every arm (finished ones are read back): {"rows", "arms", "table", "gains" (None without base)}."""
+def run_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, reference=None, prompts=None,
+             progress=True, n_boot=2000) -> dict:
+    """Run every arm (finished ones are read back): {"rows", "answers", "arms", "table", "gains" (None without
+    base)}; `prompts` as in run_arm."""
     check_arms(arms)
-    parts, infos = [], []
+    parts, replies, infos = [], [], []
     for i, arm in enumerate(arms, 1):
         print(f"[{i}/{len(arms)}] arm {arm['name']!r} ...", flush=True)
-        rows, info = run_arm(profile, arm, shots=shots, judge=judge, with_base=with_base, progress=progress)
+        rows, answers, info = run_arm(profile, arm, shots=shots, judge=judge, with_base=with_base, prompts=prompts,
+                                      progress=progress)
         print(f"[{i}/{len(arms)}] arm {arm['name']!r}: {info['status']} in {info['seconds']:.0f} s "
               f"({info['folder']})", flush=True)
         parts.append(rows)
+        replies.append(answers)
         infos.append(info)
     rows = pd.concat(parts, ignore_index=True)
-    return {"rows": rows, "arms": pd.DataFrame(infos),
+    return {"rows": rows, "answers": pd.concat(replies, ignore_index=True), "arms": pd.DataFrame(infos),
             "table": comparison_table(rows, arms, reference=reference, n_boot=n_boot),
             "gains": gain_table(rows, n_boot=n_boot) if with_base else None}
 

@@ -15,7 +15,8 @@ from .prompts import build_sft_dataset, resolve_template
 from .train import train_model
 from .vocab import apply_vocab_expansion
 
-__all__ = ["load_base", "load_benchmarks", "tune", "attach_adapter", "evaluate_model", "score_tables"]
+__all__ = ["load_base", "load_benchmarks", "tune", "answer_prompt_sets", "attach_adapter", "evaluate_model",
+           "score_tables"]
 
 
 def load_base(profile):
@@ -64,6 +65,16 @@ def evaluate_model(model, tokenizer, profile, benchmarks: dict, *, label: str, s
             for fn, kw in ((score_mc_generate, generate), (score_mc_loglik, {}))]
     return {"answers": answers.assign(model=label), "belle": pd.concat(scores).assign(model=label),
             "exam": pd.concat(exam).assign(model=label)}
+
+
+def answer_prompt_sets(model, tokenizer, profile, prompts: dict, *, progress: bool = True) -> pd.DataFrame:
+    """Greedy replies to extra prompt sets ({name: DataFrame with item_id, category, question}), in the profile's
+    template and with its eval_suffix, as rows {item_id, category, question, response, set=name}."""
+    template = resolve_template(tokenizer, profile.prompt_template)
+    return pd.concat([answer_instructions(model, tokenizer, df[["item_id", "category", "question"]], template=template,
+                                          max_new_tokens=profile.max_new_tokens, batch_size=profile.eval_batch_size,
+                                          eval_suffix=profile.eval_suffix, progress=progress).assign(set=name)
+                      for name, df in prompts.items()], ignore_index=True)
 
 
 def attach_adapter(model, adapter_dir: str | Path):

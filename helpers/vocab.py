@@ -92,20 +92,21 @@ def tokenizer_efficiency(tokenizer, texts) -> dict:
     are not whole UTF-8 characters: in both cases a character the vocabulary does not know, spelled in bytes.
     `tokens_per_han` is per Chinese (Han) character, the paper's unit; NaN when the texts hold none.
     """
-    texts = [texts] if isinstance(texts, str) else list(texts)
+    texts = [t for t in ([texts] if isinstance(texts, str) else list(texts)) if t.strip()]
+    if not texts:
+        raise ValueError("tokenizer_efficiency needs non-empty texts to measure")
     rows = tokenizer(texts, add_special_tokens=False)["input_ids"]
     ids = [i for row in rows for i in row]
     n_chars, n_tokens = sum(len(t) for t in texts), len(ids)
     n_han = sum(len(_HAN.findall(t)) for t in texts)
     fragments = _fragment_ids(tokenizer, set(ids))
     unk = tokenizer.unk_token_id
-    share = (lambda k: k / n_tokens) if n_tokens else (lambda k: float("nan"))
     return {
-        "chars_per_token": n_chars / n_tokens if n_tokens else float("nan"),
-        "tokens_per_char": n_tokens / n_chars if n_chars else float("nan"),
+        "chars_per_token": n_chars / n_tokens,
+        "tokens_per_char": n_tokens / n_chars,
         "tokens_per_han": n_tokens / n_han if n_han else float("nan"),
-        "byte_fallback_share": share(sum(i in fragments for i in ids)),
-        "unk_share": share(sum(i == unk for i in ids) if unk is not None else 0),
+        "byte_fallback_share": sum(i in fragments for i in ids) / n_tokens,
+        "unk_share": (sum(i == unk for i in ids) if unk is not None else 0) / n_tokens,
         "n_chars": n_chars,
         "n_han": n_han,
         "n_tokens": n_tokens,
