@@ -33,13 +33,14 @@ def _share_weights_copy(module: torch.nn.Module, memo: dict | None = None) -> to
 
 
 def with_adapter(model, adapter_dir: str | Path):
-    """`model` plus a saved PEFT adapter, as a new PeftModel; `model` itself stays the base (no weights copied)."""
-    from peft import PeftModel
+    """`model` plus a saved adapter of any method (a PeftModel, or bottleneck adapters wrapped into a copy of the
+    module tree); `model` itself stays the base (no weights copied, its layers untouched)."""
+    from .peft_methods import load_adapter
 
     clone = _share_weights_copy(model)
     if hasattr(clone, "config"):
         clone.config = copy.deepcopy(model.config)  # peft may set fields on the config; keep the base's own
-    return PeftModel.from_pretrained(clone, str(adapter_dir))
+    return load_adapter(clone, adapter_dir)
 
 
 def _adapter_config(adapter_dir: str | Path) -> Path:

@@ -1,7 +1,6 @@
 """The steps every finding notebook repeats: load a base, tune it on a data spec, evaluate on both benchmarks."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -81,11 +80,12 @@ def attach_adapter(model, adapter_dir: str | Path):
     """A tuned model: the base plus a saved adapter, or None when there is none trained on this very base.
     `model` itself stays the base (adapters.with_adapter shares its weights without changing it)."""
     from .adapters import with_adapter
+    from .peft_methods import saved_adapter_config
 
-    config = Path(adapter_dir) / "adapter_config.json"
-    if not config.exists():
+    config = saved_adapter_config(adapter_dir)  # peft's adapter_config.json or a bottleneck adapter's config
+    if config is None:
         return None
-    trained_on = json.loads(config.read_text()).get("base_model_name_or_path")
+    trained_on = config.get("base_model_name_or_path")
     if trained_on != model.name_or_path:
         print(f"{adapter_dir} was trained on {trained_on}, not {model.name_or_path}: not using it")
         return None

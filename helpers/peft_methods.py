@@ -5,6 +5,7 @@ a peft config, or a BottleneckConfig for the bottleneck adapters peft lacks; `pr
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -27,6 +28,7 @@ __all__ = [
     "build_peft_config",
     "build_lora_config",
     "prepare_for_training",
+    "saved_adapter_config",
     "load_adapter",
     "optimizer_steps",
     "AdaLoraAllocator",
@@ -175,6 +177,13 @@ def prepare_for_training(model, peft_config, *, gradient_checkpointing: bool = F
     if isinstance(peft_config, BottleneckConfig):
         return attach_bottleneck(model, peft_config)
     return get_peft_model(model, peft_config)
+
+
+def saved_adapter_config(directory) -> dict | None:
+    """The config saved beside an adapter of any method (a bottleneck adapter's or peft's), or None if there is none."""
+    path = Path(directory)
+    found = next((path / name for name in (CONFIG_NAME, "adapter_config.json") if (path / name).exists()), None)
+    return json.loads(found.read_text()) if found else None
 
 
 def load_adapter(model, directory, *, trainable: bool = False):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, BloomConfig
 
 from helpers import bottleneck
+from helpers.experiment import attach_adapter
 from helpers.models import load_model, load_tokenizer
 from helpers.paths import project_path
 from helpers.peft_methods import (PEFT_METHODS, TABLE4_SETTINGS, build_peft_config, load_adapter, method_table,
@@ -240,3 +242,37 @@ def test_detach_gives_the_base_back(tiny_dir):
         assert torch.equal(model(input_ids=ids).logits, base)
     assert not bottleneck.is_bottleneck_model(model) and not model._hf_peft_config_loaded
     assert model.save_pretrained.__func__ is type(model).save_pretrained
+
+
+# ---- a cached arm's adapter on the runner's base: attach_adapter for every method ---------------------------------
+
+def test_attaching_a_bottleneck_adapter_keeps_the_base_and_reproduces_the_trained_model(tiny_dir, smoke_examples,
+                                                                                      tmp_path):
+    profile, tok, model, ds = _setup(tiny_dir, smoke_examples, peft_method="SadapterH")  # nf4, as smoke runs
+    trained = train_model(model, tok, ds, profile, tmp_path).model.eval()
+    base = load_model(str(tiny_dir("qwen2")), quantization=profile.quantization, compute_dtype=profile.compute_dtype)
+    ids = _ids(tok)
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        tuned = attach_adapter(base, tmp_path / "adapter").eval()
+        assert torch.equal(tuned(input_ids=ids).logits, trained(input_ids=ids).logits)
+        assert torch.equal(base(input_ids=ids).logits, before)  # the base still answers as the base
+    assert not bottleneck.is_bottleneck_model(base)
+    assert not any(isinstance(m, bottleneck.BottleneckLinear) for m in base.modules())
+    assert {p.data_ptr() for p in base.parameters()} <= {p.data_ptr() for p in tuned.parameters()}  # shared
+
+
+def test_a_cached_bottleneck_arm_evaluates_as_its_fresh_run(tmp_path):
+    from helpers.arms import run_arm
+
+    profile = get_profile("smoke", max_steps=2, save_steps=2, logging_steps=1, train_limit=16, eval_limit=6,
+                          exam_limit=4, max_new_tokens=4, eval_batch_size=16, output_root=str(tmp_path))
+    arm = {"name": "SadapterP", **TABLE4_SETTINGS["SadapterP"]}
+    fresh, fresh_answers, info = run_arm(profile, arm, progress=False)
+    assert info["status"] == "trained"
+    for stage in Path(info["folder"]).glob("tuned-*"):  # drop the stored evaluation, keep the trained adapter
+        stage.unlink()
+    again, answers, info = run_arm(profile, arm, progress=False)
+    assert info["status"] == "evaluated"  # rebuilt through attach_adapter, not retrained
+    pd.testing.assert_frame_equal(again, fresh)
+    pd.testing.assert_frame_equal(answers, fresh_answers)
