@@ -41,12 +41,13 @@ __all__ = [
     "model_size", "device_speed", "estimate_memory", "estimate_time", "plan_arms",
     "tidy_rows", "run_arm", "run_arms",
     "comparison_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view", "paper_contrast",
-    "conclusion", "stage_bars", "results_summary", "tokenizer_table",
+    "conclusion", "stage_bars", "results_summary", "tokenizer_table", "loss_table",
 ]
 
 ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fields
 # Fields that cannot change a result: left out of the cache key, so editing them re-runs nothing.
-NON_RESULT_FIELDS = ("name", "description", "output_root", "result_note", "logging_steps", "save_steps")
+NON_RESULT_FIELDS = ("name", "description", "output_root", "result_note", "logging_steps", "save_steps",
+                     "cpu_threads")
 # Fields that change the evaluation but not the adapter: changing them re-evaluates without re-training.
 EVAL_ONLY_FIELDS = ("eval_data", "eval_limit", "exam_data", "exam_dev_data", "exam_limit", "max_new_tokens",
                     "eval_batch_size", "eval_suffix")
@@ -406,7 +407,8 @@ def _arm_info(arm: dict, profile, status: str, seconds: float) -> dict:
     train = trained.get("train", {})
     return {"arm": arm["name"], "base_model": profile.base_model, "key": folder.name, "folder": str(folder),
             "status": status, "seconds": seconds, "steps": train.get("steps"), "train_s": train.get("wall_time_s"),
-            "peak_memory_mb": train.get("peak_memory_mb"), "trainable_params": train.get("trainable_params"),
+            "peak_memory_mb": train.get("peak_memory_mb"), "peak_memory_kind": train.get("peak_memory_kind"),
+            "trainable_params": train.get("trainable_params"),
             "loss_history": train.get("loss_history", [])}
 
 
@@ -512,7 +514,10 @@ def comparison_table(rows: pd.DataFrame, arms=(), *, reference=None, n_boot=2000
             if ref in by_arm:
                 row.update(_diff_row(by_arm[ref], by_arm[name], n_boot, seed, names=(ref, name)))
             out.append(row)
-    return pd.DataFrame(out).reindex(columns=[*out[0], "diff", "diff_low", "diff_high"]) if out else pd.DataFrame()
+    if not out:
+        return pd.DataFrame()
+    # the diff columns once, last, whether or not the first row (an arm compared with another) already has them
+    return pd.DataFrame(out).reindex(columns=list(dict.fromkeys([*out[0], "diff", "diff_low", "diff_high"])))
 
 
 def gain_table(rows: pd.DataFrame, *, n_boot=2000, seed=0) -> pd.DataFrame:
@@ -630,6 +635,15 @@ def _triple(row, prefix: str = "") -> list[float]:
 def _stage(row) -> str | None:
     stage = getattr(row, "stage", None)
     return stage if isinstance(stage, str) else None  # gain tables have no stage (NaN once concatenated)
+
+
+def loss_table(arms: pd.DataFrame) -> pd.DataFrame:
+    """Per arm of run_arms' "arms": the first, last and lowest logged training loss and how many were logged."""
+    rows = {r.arm: [loss for _, loss in r.loss_history] for r in arms.itertuples()}
+    return pd.DataFrame({"first": [v[0] if v else np.nan for v in rows.values()],
+                         "last": [v[-1] if v else np.nan for v in rows.values()],
+                         "lowest": [min(v, default=np.nan) for v in rows.values()],
+                         "logged": [len(v) for v in rows.values()]}, index=pd.Index(list(rows), name="arm"))
 
 
 def results_summary(table: pd.DataFrame, verdicts: pd.DataFrame | None = None) -> dict:

@@ -16,7 +16,7 @@ from matplotlib import font_manager
 from .paths import output_dir, project_path
 
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
-           "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
+           "figure_path", "save_figure", "plot_loss", "plot_loss_curves", "chance_level", "series_from_table", "bar_panel",
            "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
@@ -84,6 +84,21 @@ def plot_loss(loss_history, profile, *, title: str = "训练损失 Training loss
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     ax.plot(steps, losses, marker="o", markersize=3)
     ax.set(xlabel="optimizer step", ylabel="loss (cross-entropy, nats/token)")
+    ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
+    return fig
+
+
+def plot_loss_curves(curves: dict, profile, *, title: str, ylabel: str = "training loss (nats/token)"):
+    """Several runs' loss against optimizer step on one axis ({label: [(step, loss), ...]}), told apart by colour
+    and line style, the legend beside the plot."""
+    fig, ax = plt.subplots(figsize=(8.4, 4.4))
+    colors = plt.get_cmap("tab10").colors  # ten distinct colours, then the next ten dashed, then dotted
+    for i, (label, history) in enumerate(curves.items()):
+        steps, losses = zip(*history) if len(history) else ((), ())
+        ax.plot(steps, losses, label=label, color=colors[i % 10], linestyle=("-", "--", ":")[i // 10 % 3],
+                marker="o" if len(steps) < 3 else None, markersize=3, linewidth=1.3)
+    ax.set(xlabel="optimizer step", ylabel=ylabel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
     return fig
 

@@ -73,6 +73,9 @@ class Profile:
     # room for its rationale (e.g. max_new_tokens), and so does every arm it is compared with. Time grows with it.
     exam_max_new_tokens: int = 8
     expects_gpu: bool = False  # sized for a GPU: the environment check warns loudly when none is visible
+    # torch's CPU threads, set for the whole process when a base is loaded (0: torch's default, one per core). A
+    # tiny model's small matrices run several times faster on 1 thread than on 2 when other jobs share the cores.
+    cpu_threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (for results files)."""
@@ -224,6 +227,7 @@ _RANGES = (
     ("save_steps", lambda v: v >= 1, "at least 1"),
     ("max_new_tokens", lambda v: v >= 1, "at least 1"),
     ("exam_max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("cpu_threads", lambda v: v >= 0, "0 (torch's default) or more"),
 )
 
 

@@ -338,3 +338,26 @@ def test_plot_tidy_panels_gives_each_measure_its_own_axis_and_error_bars_only_wh
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["tuned", "chance (25%)"]
     assert save_figure(fig, "99_test", "panels", profile, root=tmp_path).stat().st_size > 5000
     plt.close(fig)
+
+
+def test_a_first_arm_compared_with_a_later_one_gives_each_diff_column_once():
+    rows = _rows({"adalora": 40, "lora": 50})
+    table = A.comparison_table(rows, [{"name": "adalora", "compare_to": "lora"}, {"name": "lora"}], n_boot=200)
+    assert list(table.columns).count("diff") == 1 and list(table.columns)[-3:] == ["diff", "diff_low", "diff_high"]
+    assert table.set_index("arm").loc["adalora", "diff"] == pytest.approx(-10, abs=5)
+
+
+def test_cpu_threads_set_torch_threads_when_a_base_loads_and_leave_the_arm_key_alone(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        profile = _smoke(tmp_path, cpu_threads=1)
+        assert A.arm_key(profile) == A.arm_key(_smoke(tmp_path))  # a speed setting: the same cached arm
+        torch.set_num_threads(2)
+        experiment.load_base(profile)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="cpu_threads"):
+        get_profile("smoke", cpu_threads=-1)

@@ -141,8 +141,40 @@ def _check_prompt_language(m):
     assert "cannot test this finding" in m["conclusion"]["text"]
 
 
+def _check_peft_methods(m):
+    import pandas as pd
+
+    from helpers.arms import VERDICTS
+    from helpers.peft_methods import FIGURE2_CLAIMS, METHOD_SETTINGS
+
+    assert set(m["arms"]) == set(m["methods"]) == set(METHOD_SETTINGS)  # every Table 4 row and every extra arm
+    larger = {"SadapterP-l": "SadapterP", "SadapterH-l": "SadapterH", "P-adapter-l": "P-adapter",
+              "AdaLoRA reallocating": "AdaLoRA"}
+    for name, entries in m["arms"].items():
+        for key in ("tuned/belle/rouge_l_chars", "tuned/exam/generate/0-shot", "tuned/exam/loglik/0-shot"):
+            _check_triple(entries[key]["mean"])
+            assert entries[key]["against"] == (None if name == "LoRA" else larger.get(name, "LoRA"))
+            if name != "LoRA":
+                _check_triple(entries[key]["diff"], -100, 100)
+    for name, method in m["methods"].items():  # what trained is what method_table counts for the base
+        assert method["trainable_params"] == method["method_table_params"] > 0, name
+        assert method["train_s"] > 0 and method["peak_memory_mb"] > 0 and method["first"] > 0 and method["last"] > 0
+    table4 = pd.read_csv(PROJECT_ROOT / "data_samples/paper/table4_peft_methods.csv", dtype={1: str})
+    for row in table4.itertuples():  # Table 4's counts, reproduced on Bloom-7b1's architecture in the notebook
+        printed = row.trainable_params_millions
+        assert round(m["table4_on_bloom_7b1_m"][row.method], len(printed.partition(".")[2])) == float(printed)
+    paper_run, reallocated = m["adalora_ranks"]["AdaLoRA"], m["adalora_ranks"]["AdaLoRA reallocating"]
+    assert paper_run["min"] == paper_run["max"] == 12  # never reallocated: every matrix keeps init_r
+    assert reallocated["total"] == 8 * reallocated["matrices"] and reallocated["min"] < 12  # pruned to target_r
+    assert set(m["figure2_claims"]) == {claim for claim, *_ in FIGURE2_CLAIMS}
+    assert m["n_verdicts"] == len(m["verdicts"]) == 2 * (len(METHOD_SETTINGS) - 1)
+    assert set(m["verdicts"].values()) <= set(VERDICTS) and m["verdicts"]["DoRA vs LoRA / belle"] == VERDICTS[5]
+    assert m["n_instructions"] == 30 and m["n_exam"] == 24 and "cannot test this finding" in m["conclusion"]["text"]
+
+
 CHECKS = {"00_quickstart": _check_quickstart, "08_evaluation": _check_evaluation,
-          "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language}
+          "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language,
+          "02_peft_methods": _check_peft_methods}
 
 
 _BAR = re.compile(r"^(?P<desc>[^|]*?):\s*(?P<pct>\d+)%\|")
