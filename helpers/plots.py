@@ -16,8 +16,9 @@ from matplotlib import font_manager
 from .paths import output_dir, project_path
 
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
-           "figure_path", "save_figure", "plot_loss", "plot_loss_curves", "chance_level", "series_from_table", "bar_panel",
-           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels"]
+           "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
+           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels",
+           "plot_loss_curves"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
