@@ -33,18 +33,21 @@ from . import experiment
 from .models import resolve_model_source
 from .paths import PROJECT_ROOT, output_dir, project_path
 from .profiles import PROFILES, get_profile
-from .stats import macro_bootstrap_ci
+from .stats import macro_bootstrap_ci, summarise
 
 __all__ = [
-    "ARM_KEYS", "NON_RESULT_FIELDS", "EVAL_ONLY_FIELDS", "ESTIMATE_RULE", "VERDICTS",
+    "ARM_KEYS", "UNITS", "NON_RESULT_FIELDS", "EVAL_ONLY_FIELDS", "ESTIMATE_RULE", "VERDICTS",
     "resolve_arm", "check_arms", "arm_grid", "data_fingerprint", "arm_key", "eval_key", "arm_folder",
     "model_size", "device_speed", "estimate_memory", "estimate_time", "plan_arms",
-    "tidy_rows", "run_arm", "run_arms",
-    "comparison_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view", "paper_contrast",
+    "tidy_rows", "run_arm", "run_arms", "data_table", "untuned_arm",
+    "comparison_table", "group_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view", "paper_contrast",
     "conclusion", "stage_bars", "results_summary", "tokenizer_table",
 ]
 
 ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fields
+# The units of plan_arms' and run_arms' cost columns, for plots.captioned(..., units=UNITS).
+UNITS = {"params_m": "M", "est_minutes": "min", "est_memory_gib": "GiB", "seconds": "s", "train_s": "s",
+         "peak_memory_mb": "MB"}
 # Fields that cannot change a result: left out of the cache key, so editing them re-runs nothing.
 NON_RESULT_FIELDS = ("name", "description", "output_root", "result_note", "logging_steps", "save_steps")
 # Fields that change the evaluation but not the adapter: changing them re-evaluates without re-training.
@@ -407,7 +410,7 @@ def _arm_info(arm: dict, profile, status: str, seconds: float) -> dict:
     return {"arm": arm["name"], "base_model": profile.base_model, "key": folder.name, "folder": str(folder),
             "status": status, "seconds": seconds, "steps": train.get("steps"), "train_s": train.get("wall_time_s"),
             "peak_memory_mb": train.get("peak_memory_mb"), "trainable_params": train.get("trainable_params"),
-            "loss_history": train.get("loss_history", [])}
+            "loss_history": train.get("loss_history", []), "data": trained.get("data")}
 
 
 def _release_memory() -> None:
@@ -438,7 +441,7 @@ def run_arm(profile, arm: dict, *, shots=(0,), judge=None, with_base=False, prom
 def run_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, reference=None, prompts=None,
              progress=True, n_boot=2000) -> dict:
     """Run every arm (finished ones are read back): {"rows", "answers", "arms", "table", "gains" (None without
-    base)}; `prompts` as in run_arm."""
+    base), "data" ({arm: its training data report as a dict, for data_table})}; `prompts` as in run_arm."""
     check_arms(arms)
     parts, replies, infos = [], [], []
     for i, arm in enumerate(arms, 1):
@@ -451,9 +454,24 @@ def run_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, referenc
         replies.append(answers)
         infos.append(info)
     rows = pd.concat(parts, ignore_index=True)
+    data = {info["arm"]: info.pop("data") for info in infos}  # nested dicts: kept out of the arms table
     return {"rows": rows, "answers": pd.concat(replies, ignore_index=True), "arms": pd.DataFrame(infos),
             "table": comparison_table(rows, arms, reference=reference, n_boot=n_boot),
-            "gains": gain_table(rows, n_boot=n_boot) if with_base else None}
+            "gains": gain_table(rows, n_boot=n_boot) if with_base else None, "data": data}
+
+
+def data_table(reports: dict) -> pd.DataFrame:
+    """One row per arm and data source (a mixture's sources one by one): records read, used for training,
+    skipped as unusable and left out on purpose (a limit, a share), with the reasons; read = used + skipped +
+    left out. `reports`: run_arms(...)["data"]."""
+    rows = []
+    for arm, report in reports.items():
+        for source in (report or {}).get("sources") or ([report] if report else []):
+            reasons = {**source["skipped"], **source["cut"]}
+            rows.append({"arm": arm, "source": source["path"], "read": source["read"], "used": source["kept"],
+                         "skipped": sum(source["skipped"].values()), "left_out": sum(source["cut"].values()),
+                         "reasons": "; ".join(f"{r}: {n}" for r, n in reasons.items())})
+    return pd.DataFrame(rows, columns=["arm", "source", "read", "used", "skipped", "left_out", "reasons"])
 
 
 # ------------------------------------------------------------------------------------------ comparisons
@@ -513,6 +531,34 @@ def comparison_table(rows: pd.DataFrame, arms=(), *, reference=None, n_boot=2000
                 row.update(_diff_row(by_arm[ref], by_arm[name], n_boot, seed, names=(ref, name)))
             out.append(row)
     return pd.DataFrame(out).reindex(columns=[*out[0], "diff", "diff_low", "diff_high"]) if out else pd.DataFrame()
+
+
+def untuned_arm(rows: pd.DataFrame, name: str = "untuned base") -> pd.DataFrame:
+    """The "base" stage of run_arms(..., with_base=True) rows as one more arm, `name`, beside the tuned arms (its
+    stage relabelled "tuned" so they are compared): comparison_table(..., reference=name) then gives each arm's
+    paired gain over the untuned base, and group_table puts the base row into tables 6/7, as the paper does."""
+    base = rows[rows["stage"] == "base"]
+    if base.empty:
+        raise ValueError("no untuned scores in these rows: run one arm with run_arms(..., with_base=True) first")
+    if base["arm"].nunique() > 1:
+        raise ValueError(f"untuned scores of several arms ({', '.join(pd.unique(base['arm']))}): pass one arm's rows")
+    return base.assign(arm=name, stage="tuned")
+
+
+def group_table(rows: pd.DataFrame, *, n_boot=2000, seed=0) -> pd.DataFrame:
+    """Per stage, benchmark, metric, arm and group (category or subject): n, mean [ci_low, ci_high] of the scored
+    items, plus an "avg" group (the mean of group means, as comparison_table's mean): tables 6/7 as data. Arms
+    keep their run order; groups follow the paper's columns (Belle-eval's categories, MMCU's subjects), avg last."""
+    from .eval_sets import BELLE_CATEGORIES, EXAM_SUBJECTS
+
+    scored = rows.dropna(subset=["score"]).rename(columns={"group": "category"})  # summarise's label column
+    table = summarise(scored, "score", ["stage", "benchmark", "metric", "arm", "category"], n_boot=n_boot,
+                      seed=seed).rename(columns={"category": "group"})
+    arms = {name: i for i, name in enumerate(pd.unique(rows["arm"]))}
+    groups = {name: i for i, name in enumerate([*BELLE_CATEGORIES, *EXAM_SUBJECTS])}
+    rank = table.assign(_arm=table["arm"].map(arms),
+                        _group=table["group"].map(lambda g: groups.get(g, len(groups) + (g == "avg"))))
+    return table.loc[rank.sort_values(["_arm", "_group"], kind="stable").index].reset_index(drop=True)
 
 
 def gain_table(rows: pd.DataFrame, *, n_boot=2000, seed=0) -> pd.DataFrame:

@@ -242,9 +242,16 @@ def interval_table(table, index, columns="model", *, precision: int = 1):
     return cells.pivot_table(index=index, columns=columns, values="cell", aggfunc="first", sort=False)
 
 
-def captioned(df, profile, title: str, precision: int = 1):
-    """A table for display whose caption names what it shows and the profile (smoke: not a result)."""
-    return df.style.set_caption(f"{title} · {profile_label(profile)}").format(precision=precision)
+def captioned(df, profile, title: str, precision: int = 1, units: dict | None = None):
+    """A table for display whose caption names what it shows and the profile (smoke: not a result); `units`
+    {column: unit} writes each number of those columns with its unit ("0.12 min", "1.5 GiB"; "n/a" when missing),
+    so a cost or a size is never read as a bare mean (absent columns are ignored)."""
+    style = df.style.set_caption(f"{title} · {profile_label(profile)}").format(precision=precision)
+    for column, unit in (units or {}).items():
+        if column in df.columns:
+            style = style.format(lambda v, u=unit: "n/a" if v is None or v != v else f"{v:,.{precision}f} {u}",
+                                 subset=[column])
+    return style
 
 
 
@@ -265,20 +272,22 @@ def plot_heatmap(table, profile, *, title: str, value_label: str, rows: str = "m
 
     `table` is tidy with columns rows, cols, mean, ci_low, ci_high (e.g. score_tables()["belle"] for one
     scorer, or ["exam"] for one mode and shot count); a missing or NaN cell shows "n/a". Like the paper's
-    tables 6/7; the colour scale (vmin/vmax, default the data's range) is labelled with value_label.
+    tables 6/7; the colour scale (vmin/vmax, default the data's range) is labelled with value_label. Numbers
+    published without an interval (the paper's own; no ci columns, or NaN) show the mean alone.
     """
     import numpy as np
 
     row_labels, col_labels, cells = _heatmap_grid(table, rows, cols)
-    get = lambda r, c, key: float(cells[(r, c)][key]) if (r, c) in cells else float("nan")  # noqa: E731
+    get = lambda r, c, key: float(cells[(r, c)].get(key, "nan")) if (r, c) in cells else float("nan")  # noqa: E731
     means = np.array([[get(r, c, "mean") for c in col_labels] for r in row_labels])
     fig, ax = plt.subplots(figsize=(max(5.0, 1.05 * len(col_labels) + 2.4), max(2.4, 0.75 * len(row_labels) + 1.6)))
     cmap = plt.get_cmap("YlGnBu").with_extremes(bad="#e0e0e0")  # NaN cells: grey, labelled n/a
     image = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
     for i, r in enumerate(row_labels):
         for j, c in enumerate(col_labels):
-            mean = means[i, j]
-            text = "n/a" if np.isnan(mean) else f"{mean:.1f}\n[{get(r, c, 'ci_low'):.1f}, {get(r, c, 'ci_high'):.1f}]"
+            mean, low, high = means[i, j], get(r, c, "ci_low"), get(r, c, "ci_high")
+            interval = "" if np.isnan(low) or np.isnan(high) else f"\n[{low:.1f}, {high:.1f}]"
+            text = "n/a" if np.isnan(mean) else f"{mean:.1f}{interval}"
             dark = not np.isnan(mean) and image.norm(mean) > 0.55  # white text on the dark end of the scale
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "#222222")
     if "avg" in col_labels:  # the mean over categories is a summary, not one more category: set it apart

@@ -137,6 +137,24 @@ def test_extra_prompt_sets_are_answered_per_stage_stored_and_read_back(tmp_path,
     assert other["answers"].query("set == 'harmful'")["item_id"].tolist() == ["h1"]
 
 
+def test_each_arm_reports_what_it_trained_on_and_a_cached_arm_reads_its_report_back(tmp_path, counters):
+    profile = _smoke(tmp_path)  # train_limit 16
+    arms = [{"name": "tasks", "train_data": "data_samples/tasks_zh.jsonl"},
+            {"name": "mix", "train_data": "data_samples/instructions_zh.json:0.5 + data_samples/tasks_zh.jsonl:1.0"}]
+    run = A.run_arms(profile, arms, progress=False, n_boot=100)
+    table = A.data_table(run["data"])
+    assert list(table["arm"]) == ["tasks", "mix", "mix"] and "data" not in run["arms"].columns
+    assert (table["read"] == table["used"] + table["skipped"] + table["left_out"]).all()
+    tasks, instructions, mixed_tasks = table.to_dict("records")
+    assert (tasks["read"], tasks["used"] + tasks["skipped"], tasks["left_out"]) == (152, 16, 136)
+    assert "over limit 16: 136" in tasks["reasons"]
+    # 110 instructions (a 0.5 share of 220) and 152 tasks, scaled to the limit of 16 in that ratio: 7 + 9
+    assert (instructions["read"], instructions["used"] + instructions["skipped"]) == (220, 7)
+    assert (mixed_tasks["read"], mixed_tasks["used"] + mixed_tasks["skipped"]) == (152, 9)
+    again = A.run_arms(profile, arms, progress=False, n_boot=100)
+    assert counters["train"] == 2 and again["data"] == run["data"]
+
+
 def test_an_interrupted_arm_resumes_from_its_last_complete_checkpoint(tmp_path, counters):
     profile = _smoke(tmp_path, max_steps=4, save_steps=2)
     arm = {"name": "a", "base_model": "tiny:qwen2"}
@@ -237,6 +255,23 @@ def test_gain_table_pairs_base_and_tuned_of_each_arm():
     assert summary["b"]["belle/rouge_l_chars"]["verdict"] == "no paper direction to compare"
     bars = A.stage_bars(gains.reset_index())
     assert list(bars["stage"]) == ["base", "base", "tuned", "tuned"] and bars["note"].iat[2].startswith("+")
+
+
+def test_the_untuned_base_joins_the_arms_and_group_table_gives_tables_6_7_with_intervals():
+    rows = pd.concat([_rows({"a": 30}, stage="base"), _rows({"a": 45, "b": 50}, stage="tuned", seed=1)])
+    both = pd.concat([A.untuned_arm(rows), rows[rows["stage"] == "tuned"]], ignore_index=True)
+    table = A.group_table(both, n_boot=300)
+    assert list(pd.unique(table["arm"])) == ["untuned base", "a", "b"]  # run order, not alphabetical
+    assert list(table.query("arm == 'a'")["group"]) == ["code", "open_qa", "math", "avg"]  # the paper's columns
+    assert (table["ci_low"] <= table["mean"]).all() and (table["mean"] <= table["ci_high"]).all()
+    gains = A.comparison_table(both, reference="untuned base", n_boot=300).set_index("arm")
+    avg = table.query("group == 'avg'").set_index("arm")["mean"]
+    assert avg.to_dict() == pytest.approx(gains["mean"].to_dict())  # avg = the comparison's macro mean
+    assert gains.loc["a", "diff"] == pytest.approx(avg["a"] - avg["untuned base"]) and gains.loc["a", "diff_low"] > 0
+    with pytest.raises(ValueError, match="with_base=True"):
+        A.untuned_arm(rows[rows["stage"] == "tuned"])
+    with pytest.raises(ValueError, match="several arms"):
+        A.untuned_arm(pd.concat([rows, _rows({"b": 50}, stage="base")]))
 
 
 @pytest.mark.parametrize("diff, low, high, paper, expected", [

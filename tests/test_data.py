@@ -572,3 +572,31 @@ def test_hub_loader_uses_shared_validator(monkeypatch):
     assert [r["where"] for r in records] == ["row 1"]
     assert (report.path, dict(report.skipped)) == ("hf:demo/set", {"duplicate": 1})
     assert report.examples == [("row 2", "duplicate", "same as row 1")]
+
+
+def test_a_hub_file_or_a_url_source_is_fetched_and_read_like_a_local_file(monkeypatch, tmp_path):
+    # Repos that `datasets` cannot load (a loading script: BAAI/COIG) and files on GitHub (pCLUE) are sources
+    # too; the downloads are stubbed here, the reading and the per-source report are the real ones.
+    import huggingface_hub
+
+    from helpers import eval_sets
+
+    local = tmp_path / "tasks.jsonl"
+    local.write_text((ROOT / "data_samples" / "tasks_zh.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo, name, repo_type: calls.append((repo, name, repo_type)) or str(local))
+    monkeypatch.setattr(eval_sets, "fetch", lambda url: calls.append(url) or local)
+    spec = "hf:org/set/dir/tasks.jsonl:10 + https://example.org/pCLUE_train_1.json:0.5"
+    records, report = load_training_data(spec, seed=1)
+    assert calls == [("org/set", "dir/tasks.jsonl", "dataset"), "https://example.org/pCLUE_train_1.json"]
+    names = ["hf:org/set/dir/tasks.jsonl", "https://example.org/pCLUE_train_1.json"]
+    assert [s.path for s in report.sources] == names and [s.kept for s in report.sources] == [10, 76]
+    assert {r["source"] for r in records} == set(names) and report.read == 2 * 152
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(DataError, match=r"hf:org/set/dir/tasks.jsonl: could not download.*by hand"):
+        load_training_data("hf:org/set/dir/tasks.jsonl")

@@ -141,8 +141,40 @@ def _check_prompt_language(m):
     assert "cannot test this finding" in m["conclusion"]["text"]
 
 
+def _check_data_types(m):
+    from helpers.arms import VERDICTS
+    from helpers.eval_sets import BELLE_CATEGORIES, EXAM_SUBJECTS
+
+    names = ["self-instruct", "conversations", "task collection", "exam", "mixture"]
+    assert list(m["arms"]) == names and list(m["gains"]) == ["untuned base", *names]
+    for name in names:
+        for key in ("tuned/belle/rouge_l_chars", "tuned/exam/generate/0-shot"):
+            _check_triple(m["arms"][name][key]["mean"])
+            gain = m["gains"][name][key]  # every arm against the untuned base, item by item
+            assert gain["against"] == "untuned base" and gain["verdict"] in VERDICTS
+            _check_triple(gain["diff"], -100, 100)
+            if name != "self-instruct":  # and every other arm against the self-instruct arm
+                assert m["arms"][name][key]["against"] == "self-instruct" and m["arms"][name][key]["verdict"] in VERDICTS
+                _check_triple(m["arms"][name][key]["diff"], -100, 100)
+    for name, benches in m["groups"].items():  # tables 6/7: every category and subject with its interval
+        assert list(benches["belle"]) == [*BELLE_CATEGORIES, "avg"] and list(benches["exam"]) == [*EXAM_SUBJECTS, "avg"]
+        for triple in [*benches["belle"].values(), *benches["exam"].values()]:
+            _check_triple(triple)
+        assert benches["belle"]["avg"][0] == pytest.approx(m["gains"][name]["tuned/belle/rouge_l_chars"]["mean"][0])
+    for name, sources in m["data"].items():  # what each arm trained on adds up, source by source
+        assert [s["read"] == s["used"] + s["skipped"] + s["left_out"] for s in sources] == [True] * len(sources)
+        assert sum(s["used"] + s["skipped"] for s in sources) == 48 and all(s["used"] > 0 for s in sources)
+    assert [len(m["data"][n]) for n in names] == [1, 1, 1, 1, 2] and m["data"]["self-instruct"][0]["read"] == 220
+    assert len(m["heatmaps"]["paper"]) == 2 and {"belle", "exam"} <= set(m["heatmaps"])
+    assert all(Path(p).stat().st_size > 10_000 for p in [*m["heatmaps"]["paper"], m["heatmaps"]["belle"]])
+    assert m["n_verdicts"] == len(m["verdicts"]) == 5 * 2 + 4 * 2 and set(m["verdicts"].values()) <= set(VERDICTS)
+    assert m["verdicts"]["exam vs untuned base / exam"] == VERDICTS[5]  # the paper gives COIG-exam no MMCU average
+    assert m["n_instructions"] == 30 and m["n_exam"] == 24 and "cannot test this finding" in m["conclusion"]["text"]
+
+
 CHECKS = {"00_quickstart": _check_quickstart, "08_evaluation": _check_evaluation,
-          "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language}
+          "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language,
+          "03_data_types": _check_data_types}
 
 
 _BAR = re.compile(r"^(?P<desc>[^|]*?):\s*(?P<pct>\d+)%\|")
