@@ -163,7 +163,7 @@ def _check_data_types(m):
         assert benches["belle"]["avg"][0] == pytest.approx(m["gains"][name]["tuned/belle/rouge_l_chars"]["mean"][0])
     for name, sources in m["data"].items():  # what each arm trained on adds up, source by source
         assert [s["read"] == s["used"] + s["skipped"] + s["left_out"] for s in sources] == [True] * len(sources)
-        assert sum(s["used"] + s["skipped"] for s in sources) == 48 and all(s["used"] > 0 for s in sources)
+        assert sum(s["used"] + s["skipped"] for s in sources) == 32 and all(s["used"] > 0 for s in sources)
     assert [len(m["data"][n]) for n in names] == [1, 1, 1, 1, 2] and m["data"]["self-instruct"][0]["read"] == 220
     assert len(m["heatmaps"]["paper"]) == 2 and {"belle", "exam"} <= set(m["heatmaps"])
     assert all(Path(p).stat().st_size > 10_000 for p in [*m["heatmaps"]["paper"], m["heatmaps"]["belle"]])
