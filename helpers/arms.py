@@ -40,8 +40,8 @@ __all__ = [
     "resolve_arm", "check_arms", "arm_grid", "data_fingerprint", "arm_key", "eval_key", "arm_folder",
     "model_size", "device_speed", "estimate_memory", "estimate_time", "plan_arms",
     "tidy_rows", "run_arm", "run_arms", "data_table", "untuned_arm",
-    "comparison_table", "group_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view", "paper_contrast",
-    "conclusion", "stage_bars", "results_summary", "tokenizer_table",
+    "comparison_table", "group_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view",
+    "paper_contrast", "conclusion", "stage_bars", "results_summary", "tokenizer_table",
 ]
 
 ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fields
