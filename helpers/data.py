@@ -9,7 +9,8 @@ read == kept + sum(skipped) + sum(cut).
 
 A data spec (a profile's `train_data`) is one source or a mixture of sources joined by "+":
     spec   := source ("+" source)*
-    source := location [":" amount]       location: a project-relative file, or "hf:<dataset id>"
+    source := location [":" amount]       location: a project-relative file, "hf:<dataset id>", or one file of
+                                          a hub dataset repo, "hf:<dataset id>/<path in the repo>"
     amount := share | count               share: a number with a decimal point in (0, 1], the fraction of that
                                           source's usable records; count: a whole number of its records
 e.g. "data_samples/instructions_zh.json:1.0 + data_samples/cot_zh.json:0.3" or "a.json + hf:org/set:500".
@@ -383,12 +384,22 @@ def load_instructions_from_hub(
     limit: int | None = None,
     **load_kwargs,
 ) -> tuple[list[dict], DataReport]:
-    """Load a Hugging Face dataset split and validate it like a local file (records named "row N")."""
+    """Load a Hugging Face dataset split and validate it like a local file (records named "row N"); an id with a
+    path after "<org>/<name>/" loads that one file of the repo (e.g. a JSON file beside many others)."""
     from datasets import load_dataset  # imported lazily: heavy, and only this loader needs it
 
-    rows = load_dataset(dataset_id, split=split, **load_kwargs)
+    repo, data_file = _hub_file(dataset_id)
+    if data_file:  # a repo whose files differ in format cannot be loaded whole: read just this one
+        load_kwargs = {"data_files": data_file, **load_kwargs}
+    rows = load_dataset(repo, split=split, **load_kwargs)
     records = ((f"row {index + 1}", row) for index, row in enumerate(rows))
     return validate_records(records, f"hf:{dataset_id}", dedupe=dedupe, strict=strict, limit=limit)
+
+
+def _hub_file(dataset_id: str) -> tuple[str, str | None]:
+    """("<org>/<name>", "<path in the repo>" or None) of a hub id that may name one file of the repo."""
+    parts = dataset_id.strip("/").split("/", 2)
+    return "/".join(parts[:2]), (parts[2] if len(parts) == 3 and parts[2] else None)
 
 
 # ----------------------------------------------------------------------------- data specs and mixtures
