@@ -141,8 +141,39 @@ def _check_prompt_language(m):
     assert "cannot test this finding" in m["conclusion"]["text"]
 
 
+def _check_chain_of_thought(m):
+    from helpers.arms import VERDICTS
+
+    against = {"instructions": None, "+ CoT data": "instructions", "+ CoT data, CoT* prompt": "+ CoT data"}
+    counts = {"belle": 30, "belle:code": 3, "belle:math": 3, "exam": 24,
+              **{f"exam:{s}": 6 for s in ("medicine", "psychology", "law", "education")}}
+    judged = {"belle", "belle:code", "belle:math", "exam", "exam:education"}  # the measures table 8 reports
+    assert list(m["arms"]) == list(against)
+    for name, entries in m["arms"].items():
+        assert {key.split("/")[1]: entry["n"] for key, entry in entries.items()} == counts
+        for key, entry in entries.items():
+            _check_triple(entry["mean"])
+            assert entry["against"] == against[name]
+            if against[name]:
+                _check_triple(entry["diff"], -100, 100)
+            assert ("verdict" in entry) == (against[name] is not None and key.split("/")[1] in judged), key
+            assert entry.get("verdict", VERDICTS[0]) in VERDICTS
+    assert m["n_verdicts"] == len(m["verdicts"]) == 2 * len(judged) and set(m["verdicts"].values()) <= set(VERDICTS)
+    # The CoT* arm: the CoT arm's adapter evaluated again (not trained), and the only one asked with the cue.
+    assert m["same_adapter"] == {"+ CoT data, CoT* prompt": True}
+    assert m["status"] == {"instructions": "trained", "+ CoT data": "trained", "+ CoT data, CoT* prompt": "evaluated"}
+    assert m["cue_counts"] == {name: {"asked": 30, "with_cue": 30 if name.endswith("CoT* prompt") else 0}
+                               for name in against}
+    example = m["worked_example"]  # the first Belle math item, the same for every arm
+    assert example["reference"] == "面积是96平方厘米，周长是40厘米"  # final_answer read the reference's "答：..."
+    assert set(example["final_answers"]) == set(against)
+    assert all(n > 0 for n in example["n_chars"].values())
+    assert m["n_instructions"] == 30 and m["n_exam"] == 24 and "cannot test this finding" in m["conclusion"]["text"]
+
+
 CHECKS = {"00_quickstart": _check_quickstart, "08_evaluation": _check_evaluation,
-          "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language}
+          "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language,
+          "04_chain_of_thought": _check_chain_of_thought}
 
 
 _BAR = re.compile(r"^(?P<desc>[^|]*?):\s*(?P<pct>\d+)%\|")
