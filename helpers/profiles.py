@@ -47,6 +47,12 @@ class Profile:
     eval_batch_size: int = 8  # prompts per generation batch
     output_root: str = "outputs"  # adapters, checkpoints and caches go here (point it at Google Drive on Colab)
     result_note: str = ""  # printed on every figure and table this profile makes (e.g. "not a result")
+    # Batches of rows of similar length: padding falls from ~27% of the tokens to under 5% (same rows per epoch,
+    # less random batch make-up). No memory cost; the longest batch runs first, so an out-of-memory shows at once.
+    group_by_length: bool = True
+    # One concatenated row per batch, no padding at all. "auto": on where a FlashAttention kernel runs (Ampere or
+    # newer GPU with flash-attn installed); "on" elsewhere is exact but builds a full attention mask (slower on GPU).
+    padding_free: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a plain dict (for results files)."""
@@ -124,6 +130,7 @@ _CHOICES = {
     "compute_dtype": ("auto", "float32", "float16", "bfloat16"),
     "prompt_template": ("auto", "chat", "alpaca_en", "alpaca_zh"),
     "overlong": ("truncate", "skip"),
+    "padding_free": ("auto", "on", "off"),
 }
 
 

@@ -16,6 +16,7 @@ import torch
 from transformers import TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
+from .batching import LengthGroupedBatches, as_training_rows
 from .models import count_parameters, pick_dtype
 from .peft_methods import build_lora_config, prepare_for_training
 
@@ -24,6 +25,7 @@ __all__ = [
     "NonFiniteLossError",
     "OutOfMemoryAdvice",
     "sft_config",
+    "use_padding_free",
     "latest_checkpoint",
     "set_aside_incomplete",
     "train_model",
@@ -92,7 +94,8 @@ class _NonFiniteLossGuard(TrainerCallback):
             )
 
 
-def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, grad_accum: int) -> SFTConfig:
+def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, grad_accum: int,
+               padding_free: bool = False) -> SFTConfig:
     """TRL settings from a profile: precision from the device, response-only loss, no NaN filtering."""
     dtype = pick_dtype(profile.compute_dtype)
     on_gpu = torch.cuda.is_available()
@@ -115,7 +118,9 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
         bf16=on_gpu and dtype == torch.bfloat16,
         gradient_checkpointing=False,  # done by prepare_for_training, before the adapter is attached
         optim="paged_adamw_8bit" if on_gpu else "adamw_torch",  # paged 8-bit states save GPU memory
-        max_length=profile.max_length,
+        # Padding-free rows arrive already cut to max_length (TRL refuses padding_free with a max_length to enforce).
+        max_length=None if padding_free else profile.max_length,
+        padding_free=padding_free,
         completion_only_loss=True,  # loss on the answer only: prompt tokens are labelled -100
         logging_nan_inf_filter=False,  # the default would hide a NaN loss behind earlier averages
         include_num_input_tokens_seen="non_padding",
@@ -203,21 +208,39 @@ def _peak_memory() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (CPU)"
 
 
+def use_padding_free(profile, model) -> bool:
+    """Whether to train padding-free: 'auto' turns it on where the model runs a FlashAttention kernel, whose
+    variable-length path makes one concatenated row cost what its rows cost alone (SDPA would build a full mask)."""
+    if profile.padding_free != "auto":
+        return profile.padding_free == "on"
+    return str(getattr(model.config, "_attn_implementation", None)).startswith("flash")
+
+
+def _group_by_length(trainer, lengths: list[int], seed: int) -> None:
+    """Batch rows of similar length together; a group is one optimizer step of every process, so one process
+    with batch 2b and two with batch b see the same rows per step."""
+    args = trainer.args
+    group = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+    trainer._get_train_sampler = lambda train_dataset=None: LengthGroupedBatches(lengths, group, seed)
+
+
 def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_accum, resume, callbacks):
     ckpt_dir = out / "checkpoints"
     _match_or_set_aside(ckpt_dir, _run_signature(profile, dataset, batch_size, grad_accum))
     set_aside_incomplete(ckpt_dir)
     resume_from = latest_checkpoint(ckpt_dir) if resume else None
+    # Rows are tokenised and checked here, so TRL neither re-truncates nor silently drops any of them.
+    rows, lengths = as_training_rows(dataset, tokenizer, profile.max_length)
+    padding_free = use_padding_free(profile, model)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(profile, ckpt_dir, batch_size=batch_size, grad_accum=grad_accum),
-        train_dataset=dataset,
+        args=sft_config(profile, ckpt_dir, batch_size=batch_size, grad_accum=grad_accum, padding_free=padding_free),
+        train_dataset=rows,
         processing_class=tokenizer,
         callbacks=[_CheckpointMarker(), _NonFiniteLossGuard(), *callbacks],
     )
-    if len(trainer.train_dataset) != len(dataset):  # TRL drops fully masked rows without saying so
-        raise ValueError(f"{len(dataset) - len(trainer.train_dataset)} of {len(dataset)} examples have no answer "
-                         "token left after truncation; build the dataset with build_sft_dataset(...)")
+    if profile.group_by_length and not padding_free:  # padding-free batches have no padding to save
+        _group_by_length(trainer, lengths, profile.seed)
     trainer.data_collator = _guard_supervised(trainer.data_collator)
     _adapters_to_fp32(trainer.model)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
