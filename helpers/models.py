@@ -8,6 +8,7 @@ __all__ = [
     "REMOTE_CODE_FAMILIES",
     "resolve_model_source",
     "pick_dtype",
+    "pick_attention",
     "quantization_config",
     "load_model",
     "load_tokenizer",
@@ -35,6 +36,15 @@ def pick_dtype(compute_dtype: str = "auto") -> torch.dtype:
     if not torch.cuda.is_available():
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def pick_attention() -> str | None:
+    """FlashAttention 2 where it runs (an Ampere or newer GPU with flash-attn installed), else transformers' default
+    (SDPA). Its variable-length kernel is what makes padding-free batches pay (profile field padding_free)."""
+    import importlib.util
+
+    ampere = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    return "flash_attention_2" if ampere and importlib.util.find_spec("flash_attn") else None
 
 
 def quantization_config(quantization: str, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
@@ -85,6 +95,7 @@ def load_model(
         name_or_path,
         quantization_config=quantization_config(quantization, dtype),
         dtype=dtype,
+        attn_implementation=pick_attention(),
         device_map={"": device},
         use_safetensors=True,  # never unpickle weights: a .bin checkpoint can run arbitrary code
         trust_remote_code=trust_remote_code,

@@ -1,6 +1,7 @@
 """QLoRA supervised fine-tuning with TRL's SFTTrainer: crash-safe checkpoints, resume, NaN and OOM guards."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -26,6 +27,7 @@ __all__ = [
     "OutOfMemoryAdvice",
     "sft_config",
     "use_padding_free",
+    "fit_activation_memory",
     "latest_checkpoint",
     "set_aside_incomplete",
     "train_model",
@@ -117,6 +119,7 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
         fp16=on_gpu and dtype == torch.float16,  # fp16 trains with dynamic loss scaling (GradScaler)
         bf16=on_gpu and dtype == torch.bfloat16,
         gradient_checkpointing=False,  # done by prepare_for_training, before the adapter is attached
+        activation_offloading=profile.activation_offloading,
         optim="paged_adamw_8bit" if on_gpu else "adamw_torch",  # paged 8-bit states save GPU memory
         # Padding-free rows arrive already cut to max_length (TRL refuses padding_free with a max_length to enforce).
         max_length=None if padding_free else profile.max_length,
@@ -216,6 +219,21 @@ def use_padding_free(profile, model) -> bool:
     return str(getattr(model.config, "_attn_implementation", None)).startswith("flash")
 
 
+def fit_activation_memory(profile, model):
+    """On a GPU with auto_checkpointing, the profile with the fastest activation setting the planner says fits:
+    gradient checkpointing off when the run fits without it, activation offloading as the middle ground."""
+    if not (profile.auto_checkpointing and torch.cuda.is_available()) or hasattr(model, "peft_config"):
+        return profile  # on CPU there is no card to fit; a model already wrapped was prepared by its caller
+    from .memory import choose_activation_memory
+
+    choice, plan = choose_activation_memory(profile, model.config)
+    if {k: getattr(profile, k) for k in choice} != choice:
+        print(f"Memory planner: {plan.verdict} with {choice}; using that instead of the profile's "
+              f"gradient_checkpointing={profile.gradient_checkpointing}, "
+              f"activation_offloading={profile.activation_offloading}.")
+    return dataclasses.replace(profile, **choice)
+
+
 def _group_by_length(trainer, lengths: list[int], seed: int) -> None:
     """Batch rows of similar length together; a group is one optimizer step of every process, so one process
     with batch 2b and two with batch b see the same rows per step."""
@@ -260,6 +278,7 @@ def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLik
                 resume: bool = True, callbacks=()) -> TrainResult:
     """Fine-tune with an adapter (LoRA by default), resuming from the latest complete checkpoint in output_dir."""
     out = Path(output_dir)
+    profile = fit_activation_memory(profile, model)
     set_seed(profile.seed)  # before the adapter is created: its initial weights come from this RNG
     if not hasattr(model, "peft_config"):
         model = prepare_for_training(model, peft_config or build_lora_config(profile),
