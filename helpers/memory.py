@@ -16,12 +16,14 @@ GiB = 2**30
 # Memory torch reports for common cards (GiB); the verdict compares against these.
 GPUS = {"T4": 14.7, "L4": 22.0, "A10G": 22.0, "V100": 15.8, "RTX 4090": 23.6, "A100-40GB": 39.4,
         "A100-80GB": 79.1, "H100": 79.1, "H200": 139.8}
-CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuBLAS workspace, outside torch's allocator
-ALLOCATOR_SLACK = 0.08  # torch's caching allocator holds this much more than its live tensors at the peak
+CUDA_CONTEXT_GIB = 0.67  # CUDA context + libraries outside torch's allocator (measured: H100, torch 2.11, CUDA 13)
+ALLOCATOR_SLACK = 0.05  # torch's caching allocator reserved 2-10% more than its live tensors at the peak (H100)
 _NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit values + 8-bit absmax per 64 + fp32 per 256 blocks (double quant)
 _OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_torch_fused": 8, "adamw_8bit": 2, "paged_adamw_8bit": 2,
                     "paged_adamw_32bit": 8, "adafactor": 0.1, "sgd": 0}  # state bytes per trainable parameter
 _HEAD_TOKEN_TILE, _HEAD_VOCAB_TILE = 4096, 32768  # TRL's fused log-prob tiles
+_INPUT_GROUP = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "gate_proj": "mlp_in",
+                "up_proj": "mlp_in"}  # linear layers that read the same tensor
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,12 @@ def _layer_activation_bytes(shape: ModelShape, targets: dict, seq: int, act: int
     """Bytes one decoder layer saves for backward, per token. `act`: compute dtype bytes; `resid`: dtype bytes
     of the residual stream (fp32 when the embeddings were upcast for k-bit training); `mask`: dropout mask bytes."""
     h, q, kv = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    lora_in = sum(i for i, _ in targets.values())  # each adapted layer keeps a compute-dtype copy of its input
-    if shape.family == "bloom":  # GeLU input, eager attention: fp32 softmax and half probabilities, S per token
-        mlp, attn = shape.intermediate * resid, 3 * h * act + shape.heads * seq * (4 + act)
+    # Each adapted layer keeps its input for the adapter's gradient: under autocast a half copy per layer; in
+    # fp32 (no autocast) layers fed the same tensor (q/k/v, gate/up) share one.
+    inputs = {_INPUT_GROUP.get(name, name): i for name, (i, _) in targets.items()} if act == 4 else None
+    lora_in = sum(inputs.values()) if inputs else sum(i for i, _ in targets.values())
+    if shape.family == "bloom":  # GeLU input, eager attention: fp32 softmax (+ its half copy), S per token
+        mlp, attn = shape.intermediate * resid, 3 * h * act + shape.heads * seq * (4 + (act if act < 4 else 0))
     else:  # SwiGLU: gate, SiLU(gate) and up outputs; SDPA keeps q, k, v, output and a log-sum-exp
         mlp, attn = 3 * shape.intermediate * resid, (2 * q + 2 * kv) * act + 4 * shape.heads
     lora = lora_in * act + len(targets) * lora_r * act + (lora_in * mask if dropout else 0)

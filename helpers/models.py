@@ -1,6 +1,8 @@
 """Loading bases and tokenizers: 4-bit nf4 by default, safetensors only, remote code only on request."""
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
@@ -90,7 +92,8 @@ def load_model(
     """Load a causal LM from the hub or a directory, in 4-bit nf4 unless quantization='none'."""
     _check_remote_code(name_or_path, trust_remote_code)
     dtype = pick_dtype(compute_dtype)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # One GPU per process under torchrun / accelerate launch (LOCAL_RANK); the only GPU otherwise.
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(
         name_or_path,
         quantization_config=quantization_config(quantization, dtype),

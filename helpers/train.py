@@ -73,6 +73,8 @@ class _CheckpointMarker(TrainerCallback):
     """Marks a checkpoint complete after the Trainer wrote all of it (its own save is not atomic)."""
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # process 0 writes the checkpoint, so it alone marks it
+            return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         tmp = ckpt / f".{COMPLETE_MARKER}.tmp"
         with open(tmp, "w") as f:
@@ -130,6 +132,8 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
         report_to="none",
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
+        use_cpu=not on_gpu,
+        ddp_find_unused_parameters=False,  # each adapter weight takes part in every forward pass: skip the search  # also what makes torchrun's CPU processes one (gloo) group instead of N lone runs
     )
 
 
@@ -244,8 +248,9 @@ def _group_by_length(trainer, lengths: list[int], seed: int) -> None:
 
 def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_accum, resume, callbacks):
     ckpt_dir = out / "checkpoints"
-    _match_or_set_aside(ckpt_dir, _run_signature(profile, dataset, batch_size, grad_accum))
-    set_aside_incomplete(ckpt_dir)
+    if os.environ.get("RANK", "0") == "0":  # one process tidies the folder under torchrun / accelerate launch
+        _match_or_set_aside(ckpt_dir, _run_signature(profile, dataset, batch_size, grad_accum))
+        set_aside_incomplete(ckpt_dir)
     resume_from = latest_checkpoint(ckpt_dir) if resume else None
     # Rows are tokenised and checked here, so TRL neither re-truncates nor silently drops any of them.
     rows, lengths = as_training_rows(dataset, tokenizer, profile.max_length)
