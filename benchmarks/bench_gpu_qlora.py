@@ -183,7 +183,8 @@ def run_plain(base, tok, rows, args, mode: str, timer: StepTimer, out: Path):
     model = get_peft_model(model, lora_config(args.lora_dropout))
     rows = rows.map(lambda r: {"attention_mask": [1] * len(r["input_ids"])})
     targs = TrainingArguments(output_dir=str(out), per_device_train_batch_size=args.batch, max_steps=args.steps,
-                              learning_rate=2e-4, bf16=CUDA, optim="paged_adamw_8bit" if CUDA else "adamw_torch", logging_steps=1,
+                              learning_rate=2e-4, bf16=CUDA, logging_steps=1,
+                              optim="paged_adamw_8bit" if CUDA else "adamw_torch",
                               save_strategy="no", report_to="none")
     Trainer(model=model, args=targs, train_dataset=rows, data_collator=default_data_collator,
             callbacks=[timer]).train()
@@ -290,7 +291,8 @@ def census(name: str, args, tok) -> dict:
             return t
 
         ids = torch.randint(10, 3000, (args.batch, args.seq), device=base.device)
-        with torch.autocast(base.device.type, dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+        with torch.autocast(base.device.type, dtype=torch.bfloat16), hooks:
             model(input_ids=ids, labels=ids)
         tokens = args.batch * args.seq
         per_layer = _layer_activation_bytes(shape, _targets(shape, "all-linear"), args.seq, 2, 4, 1, 16, dropout > 0)

@@ -161,9 +161,9 @@ def print_table(rows: dict[str, dict]) -> None:
     if "ours" in rows:
         for name in (n for n in rows if n != "ours"):
             a, b = rows["ours"], rows[name]
-            print(f"ours / {name}: supervised tok/s {a['supervised tok/s'] / b['supervised tok/s']:.2f}x, total "
-                  f"tok/s {a['total tok/s'] / b['total tok/s']:.2f}x, step time {b['step s (median)'] / a['step s (median)']:.2f}x "
-                  f"faster")
+            ratio = {k: a[k] / b[k] for k in ("supervised tok/s", "total tok/s")}
+            print(f"ours / {name}: supervised tok/s {ratio['supervised tok/s']:.2f}x, total tok/s "
+                  f"{ratio['total tok/s']:.2f}x, step time {b['step s (median)'] / a['step s (median)']:.2f}x faster")
 
 
 def main(argv=None) -> None:
@@ -191,9 +191,10 @@ def main(argv=None) -> None:
             print(f"round {round_ + 1}, {name}: done in {meter.seconds:.1f} s", flush=True)
     rows = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
     n_params = sum(p.numel() for p in load_model(str(model_dir), quantization="none").parameters())
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"\nqwen2-class model, {n_params / 1e6:.1f}M parameters, nf4; {len(ds)} rows; batch {args.batch_size} x "
-          f"accumulation {args.grad_accum}; {args.epochs} epoch(s); median of {args.repeats} interleaved run(s); device {'cuda' if torch.cuda.is_available() else 'cpu'}"
-          f" ({torch.get_num_threads()} threads); plain pads to {args.pad_to}")
+          f"accumulation {args.grad_accum}; {args.epochs} epoch(s); median of {args.repeats} interleaved run(s); "
+          f"{device}; plain pads to {args.pad_to}")
     print_table(rows)
 
 

@@ -263,8 +263,8 @@ def _card(gpu: str | None, capacity_gib: float | None) -> tuple[str, float | Non
 def choose_activation_memory(profile, config=None, *, gpu: str | None = None,
                              capacity_gib: float | None = None, margin: float = 0.9) -> tuple[dict, MemoryPlan]:
     """The fastest way to hold activations that fits with a margin: keep them all (no recompute), else recompute
-    them (gradient checkpointing, ~25% slower). Returns (profile overrides, plan). TRL's activation offloading is
-    not picked: on an H100 it ran at 0.4-0.6x the speed of keeping activations (checkpointing: 0.7-0.8x) and peaked
+    them (gradient checkpointing, ~0.7x the speed). Returns (profile overrides, plan). TRL's activation offloading is
+    not picked: on an H100 it ran at ~0.4x the speed of keeping activations and peaked
     no lower than checkpointing (benchmarks/bench_gpu_qlora.py); it stays a profile field to try."""
     gpu, capacity_gib = _card(gpu, capacity_gib)
     settings = _profile_settings(profile)

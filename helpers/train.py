@@ -132,8 +132,8 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
         report_to="none",
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
-        use_cpu=not on_gpu,
-        ddp_find_unused_parameters=False,  # each adapter weight takes part in every forward pass: skip the search  # also what makes torchrun's CPU processes one (gloo) group instead of N lone runs
+        use_cpu=not on_gpu,  # also what makes torchrun's CPU processes one (gloo) group instead of N lone runs
+        ddp_find_unused_parameters=False,  # each adapter weight takes part in every forward pass: skip the search
     )
 
 
@@ -224,8 +224,8 @@ def use_padding_free(profile, model) -> bool:
 
 
 def fit_activation_memory(profile, model):
-    """On a GPU with auto_checkpointing, the profile with the fastest activation setting the planner says fits:
-    gradient checkpointing off when the run fits without it, activation offloading as the middle ground."""
+    """On a GPU with auto_checkpointing, the profile with gradient checkpointing off when the memory planner says
+    the run fits without it (saving its recompute), on when it does not."""
     if not (profile.auto_checkpointing and torch.cuda.is_available()) or hasattr(model, "peft_config"):
         return profile  # on CPU there is no card to fit; a model already wrapped was prepared by its caller
     from .memory import choose_activation_memory

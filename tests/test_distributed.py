@@ -1,4 +1,4 @@
-"""The training script under torchrun: 2 CPU processes (gloo) give the single-process result at the same global batch."""
+"""The training script under torchrun: 2 CPU processes (gloo) give the 1-process result at the same global batch."""
 from __future__ import annotations
 
 import json
@@ -44,3 +44,14 @@ def test_overrides_are_typed():
 
     assert overrides(["max_steps=200", "padding_free=on", "gradient_checkpointing=true", "learning_rate=1e-4"]) == {
         "max_steps": 200, "padding_free": "on", "gradient_checkpointing": True, "learning_rate": 1e-4}
+
+
+def test_launcher_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    root = SCRIPT.parents[1] / "configs"
+    kinds = {p.stem: load_config_from_file(str(p)).distributed_type.value for p in sorted(root.glob("*.yaml"))}
+    assert kinds == {"accelerate_ddp": "MULTI_GPU", "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED",
+                     "fsdp": "FSDP"}
+    for stage in (2, 3):
+        assert json.loads((root / f"deepspeed_zero{stage}.json").read_text())["zero_optimization"]["stage"] == stage

@@ -113,3 +113,14 @@ def test_training_turns_checkpointing_off_when_the_card_holds_the_run(monkeypatc
     long = get_profile("colab-t4", max_length=2048)
     assert fit_activation_memory(long, types.SimpleNamespace(config=QWEN_7B)).gradient_checkpointing is True
     assert fit_activation_memory(get_profile("colab-t4", auto_checkpointing=False), small).gradient_checkpointing
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_gpu_benchmark_skips_cleanly_without_a_gpu():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu_qlora.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "no CUDA GPU" in done.stdout
