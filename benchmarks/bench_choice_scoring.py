@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from helpers.benchmarks import load_exam  # noqa: E402
+from helpers.eval_sets import load_exam  # noqa: E402
 from helpers.evaluate import mc_prompts, score_choices, score_choices_naive  # noqa: E402
 from helpers.models import load_model, load_tokenizer, resolve_model_source  # noqa: E402
 from helpers.paths import project_path  # noqa: E402

@@ -157,12 +157,8 @@ def lora_config(dropout: float):
 
 
 def run_ours(base, tok, rows, args, mode: str, timer: StepTimer, out: Path):
-    import helpers.train
     from helpers.peft_methods import prepare_for_training
     from helpers.profiles import get_profile
-
-    # main's resume signature hashes prompt/completion text; these rows are tokenised (DATA's format)
-    helpers.train._run_signature = lambda profile, dataset, *a: {"rows": len(dataset)}
 
     profile = get_profile("a100", batch_size=args.batch, grad_accum=1, max_length=args.seq, max_steps=args.steps,
                           logging_steps=1, save_steps=1000, lora_dropout=args.lora_dropout, warmup_ratio=0.0,

@@ -1,19 +1,32 @@
-"""Load and validate instruction-tuning data (Alpaca, ShareGPT, Messages) with a data report.
+"""Load and validate instruction-tuning data (one file, a hub dataset, or a mixture) with a data report.
 
-Every kept record is normalised to one shape:
-    {"instruction", "input", "output", "history": [[user, assistant], ...],
-     "system", "category", "line"}
-Records that cannot be used are skipped and counted in a DataReport, never silently lost:
-the report always satisfies read == kept + sum(skipped).
+Every kept record is normalised to one shape, a conversation (see helpers/records.py for the formats read):
+    {"system", "tools", "messages": [{"role", "content", ...}, ...], "category",
+     "where" (e.g. "line 4", "record 3 (line 12)", "row 5"), "source" (the file or hub id it came from)}
+Records that cannot be used are skipped and counted in a DataReport, never silently lost; usable records left
+out on purpose (a train_limit, a mixture share) are counted apart. The report always satisfies
+read == kept + sum(skipped) + sum(cut).
+
+A data spec (a profile's `train_data`) is one source or a mixture of sources joined by "+":
+    spec   := source ("+" source)*
+    source := location [":" amount]       location: a project-relative file, or "hf:<dataset id>"
+    amount := share | count               share: a number with a decimal point in (0, 1], the fraction of that
+                                          source's usable records; count: a whole number of its records
+e.g. "data_samples/instructions_zh.json:1.0 + data_samples/cot_zh.json:0.3" or "a.json + hf:org/set:500".
+Which records a share or count picks is fixed by the seed; the report has one sub-report per source.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from .records import Skip, dedupe_key, normalise_record
 
 __all__ = [
     "DataError",
@@ -25,27 +38,21 @@ __all__ = [
     "validate_records",
     "load_instructions",
     "load_instructions_from_hub",
+    "parse_data_spec",
     "load_training_data",
     "SUPPORTED_EXTENSIONS",
 ]
 
 SUPPORTED_EXTENSIONS = (".json", ".jsonl")
-MAX_EXAMPLES = 3  # examples kept per skip reason; enough to find the lines, small enough to print
+MAX_EXAMPLES = 3  # examples kept per skip reason; enough to find the records, small enough to print
 
 _BOM = b"\xef\xbb\xbf"
 _WS = re.compile(r"[ \t\n\r]*")
-_USER_ROLES = {"sharegpt": {"human", "user"}, "messages": {"user"}}
-_ASSISTANT_ROLES = {"sharegpt": {"gpt", "assistant"}, "messages": {"assistant"}}
-_TURN_KEYS = {"sharegpt": ("from", "value"), "messages": ("role", "content")}
-_KNOWN_FIELDS = {
-    "alpaca": {"instruction", "input", "output", "system", "category"},
-    "sharegpt": {"conversations", "system", "category"},
-    "messages": {"messages", "system", "category"},
-}
+_AMOUNT = re.compile(r"(?P<location>.+?)\s*:\s*(?P<amount>\d*\.\d+|\d+\.?\d*)")
 
 
 class DataError(ValueError):
-    """A fatal problem with a data file; the message names the file and, where known, line and field."""
+    """A fatal problem with a data file; the message names the file and, where known, record and field."""
 
     def __init__(self, message: str, report: DataReport | None = None):
         super().__init__(message)
@@ -54,35 +61,44 @@ class DataError(ValueError):
 
 @dataclass
 class DataReport:
-    """Counts of what happened to the records of one file: read == kept + sum(skipped)."""
+    """What happened to the records of one source (or, with `sources`, of a mixture):
+    read == kept + sum(skipped) + sum(cut)."""
 
     path: str
     read: int = 0
-    kept: int = 0
-    skipped: Counter = field(default_factory=Counter)
+    kept: int = 0  # records used for training
+    skipped: Counter = field(default_factory=Counter)  # unusable records, by reason
+    cut: Counter = field(default_factory=Counter)  # usable records left out on purpose (limit, share), by reason
+    with_tools: int = 0  # used records that offer tools to the model
     notes: Counter = field(default_factory=Counter)
-    examples: list = field(default_factory=list)
+    examples: list = field(default_factory=list)  # (where, reason, detail) of the first skips per reason
+    sources: list = field(default_factory=list)  # a mixture's per-source reports
 
-    def skip(self, reason: str, line: int | None, detail: str = "", was_kept: bool = False) -> None:
-        """Count a dropped record; pass was_kept=True when dropping a record already counted as kept."""
+    def skip(self, reason: str, where: str | None, detail: str = "") -> None:
+        """Count a record that cannot be used."""
         self.skipped[reason] += 1
-        if was_kept:
-            self.kept -= 1
         if self.skipped[reason] <= MAX_EXAMPLES:
-            self.examples.append((line, reason, detail))
+            self.examples.append((where, reason, detail))
+
+    def drop(self, record: dict, reason: str, detail: str = "") -> None:
+        """Skip a record already counted as used (e.g. too long to train on), here and in its source's report."""
+        for report in [self, *[s for s in self.sources if s.path == record.get("source")]]:
+            report.kept -= 1
+            report.with_tools -= bool(record.get("tools"))
+            report.skip(reason, record.get("where"), detail)
 
     def note(self, what: str) -> None:
         """Record a non-fatal observation that does not drop any record."""
         self.notes[what] += 1
 
     def check(self) -> None:
-        """Raise AssertionError unless read == kept + sum(skipped)."""
-        n_skipped = sum(self.skipped.values())
-        if self.read != self.kept + n_skipped:
-            raise AssertionError(
-                f"{self.path}: read {self.read} != kept {self.kept} + skipped {n_skipped}"
-                f" ({dict(self.skipped)})"
-            )
+        """Raise AssertionError unless read == kept + sum(skipped) + sum(cut), here and in every source."""
+        n_skipped, n_cut = sum(self.skipped.values()), sum(self.cut.values())
+        if self.read != self.kept + n_skipped + n_cut:
+            raise AssertionError(f"{self.path}: read {self.read} != used {self.kept} + skipped {n_skipped}"
+                                 f" + left out {n_cut} ({dict(self.skipped)}, {dict(self.cut)})")
+        for source in self.sources:
+            source.check()
 
     def to_dict(self) -> dict:
         """Return a JSON-serialisable copy of the report."""
@@ -91,35 +107,41 @@ class DataReport:
             "read": self.read,
             "kept": self.kept,
             "skipped": dict(self.skipped),
+            "cut": dict(self.cut),
+            "with_tools": self.with_tools,
             "notes": dict(self.notes),
-            "examples": [{"line": ln, "reason": r, "detail": d} for ln, r, d in self.examples],
+            "examples": [{"where": w, "reason": r, "detail": d} for w, r, d in self.examples],
+            "sources": [s.to_dict() for s in self.sources],
         }
 
     def __str__(self) -> str:
-        head = f"{self.path}: read {self.read} = kept {self.kept} + skipped {sum(self.skipped.values())}"
+        head = f"{self.path}: read {self.read} = used {self.kept} + skipped {sum(self.skipped.values())}"
         if self.skipped:
             head += " (" + "; ".join(self._reason_summary(r, n) for r, n in self.skipped.most_common()) + ")"
+        if self.cut:
+            head += f" + left out {sum(self.cut.values())} (" + "; ".join(
+                f"{r}: {n}" for r, n in self.cut.most_common()) + ")"
         lines = [head]
-        for line, reason, detail in self._first_detailed_examples():
-            lines.append(f"  e.g. line {line}: {reason}: {detail}")
-        for what, n in self.notes.most_common():
-            lines.append(f"  note: {what}" + (f" (x{n})" if n > 1 else ""))
+        if self.with_tools:
+            lines.append(f"  with tools: {self.with_tools} conversations")
+        lines += [f"  e.g. {where}: {reason}: {detail}" for where, reason, detail in self._first_detailed_examples()]
+        lines += [f"  note: {what}" + (f" (x{n})" if n > 1 else "") for what, n in self.notes.most_common()]
+        lines += ["  " + line for source in self.sources for line in str(source).splitlines()]
         return "\n".join(lines)
 
     def _reason_summary(self, reason: str, count: int) -> str:
-        nums = [ln for ln, r, _ in self.examples if r == reason and ln is not None]
-        if not nums:
+        wheres = [w for w, r, _ in self.examples if r == reason and w is not None]
+        if not wheres:
             return f"{reason}: {count}"
-        more = ", ..." if count > len(nums) else ""
-        label = "line" if count == 1 else "lines"
-        return f"{reason}: {count} [{label} {', '.join(map(str, nums))}{more}]"
+        more = ", ..." if count > len(wheres) else ""
+        return f"{reason}: {count} [{', '.join(wheres)}{more}]"
 
     def _first_detailed_examples(self) -> list:
         seen, out = set(), []
-        for line, reason, detail in self.examples:
+        for where, reason, detail in self.examples:
             if detail and reason not in seen:
                 seen.add(reason)
-                out.append(("?" if line is None else line, reason, detail))
+                out.append(("?" if where is None else where, reason, detail))
         return out
 
 
@@ -128,15 +150,6 @@ class InvalidLine:
     """Stands in for a JSONL line that is not valid JSON, so the caller can skip it and go on."""
 
     message: str
-
-
-class _Skip(Exception):
-    """Raised inside record validation; caught by validate_records and counted as a skip."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
 
 
 # ----------------------------------------------------------------------------- reading
@@ -174,15 +187,16 @@ def _decode_utf8(raw: bytes, path, offset: int) -> str:
 
 def iter_json_records(path) -> Iterator[tuple[int, object]]:
     """Yield (line_number, value) for each record of a .json array or .jsonl file."""
-    suffix = _check_extension(path)
     text, _ = read_text(path)
-    return _iter_text_records(text, suffix, path)
+    kind, _ = _file_kind(text, _check_extension(path), path)
+    return ((line, value) for _, line, value in _iter_located(text, kind, path))
 
 
 def iter_json_text(text: str, path) -> Iterator[tuple[int, object]]:
     """(line_number, value) for JSON text sniffed by content: an array if it starts with '[', else JSON Lines."""
     # Some .json files are JSON Lines (Belle's eval_set.json is), so the content decides, not the extension.
-    return _iter_text_records(text, ".json" if text.lstrip().startswith("[") else ".jsonl", path)
+    kind = "array" if text.lstrip().startswith("[") else "jsonl"
+    return ((line, value) for _, line, value in _iter_located(text, kind, path))
 
 
 def _check_extension(path) -> str:
@@ -193,40 +207,51 @@ def _check_extension(path) -> str:
     return suffix
 
 
-def _iter_text_records(text: str, suffix: str, path) -> Iterator[tuple[int, object]]:
-    if suffix == ".jsonl":
-        return _iter_jsonl(text)
-    return _iter_json_array(text, path)
+def _file_kind(text: str, suffix: str, path) -> tuple[str, list[str]]:
+    """("array" | "jsonl", notes): a .json file holding JSON Lines (pCLUE's are) is read as JSON Lines."""
+    if suffix == ".jsonl" or text.lstrip().startswith("["):
+        return ("jsonl" if suffix == ".jsonl" else "array"), []
+    if not text.strip():
+        return "array", []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return "jsonl", ["read as JSON Lines (one record per line)"]
+    kind = "an object" if isinstance(value, dict) else type(value).__name__
+    raise DataError(f"{path}: expected a JSON array of records, got {kind}")
 
 
-def _iter_jsonl(text: str) -> Iterator[tuple[int, object]]:
+def _iter_located(text: str, kind: str, path) -> Iterator[tuple[int | None, int, object]]:
+    """(record index in an array or None, line where the record starts, value)."""
+    return _iter_jsonl(text) if kind == "jsonl" else _iter_json_array(text, path)
+
+
+def _iter_jsonl(text: str) -> Iterator[tuple[None, int, object]]:
     # split("\n") rather than splitlines(): U+2028 and friends are legal inside JSON strings.
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            yield None, number, json.loads(line)
         except json.JSONDecodeError as err:
-            yield number, InvalidLine(f"{err.msg} at column {err.colno}")
+            yield None, number, InvalidLine(f"{err.msg} at column {err.colno}")
 
 
-def _iter_json_array(text: str, path) -> Iterator[tuple[int, object]]:
-    # Decoding element by element (instead of json.loads) lets each record carry its own line.
+def _iter_json_array(text: str, path) -> Iterator[tuple[int, int, object]]:
+    # Decoding element by element (instead of json.loads) lets each record carry its own index and line.
     decoder = json.JSONDecoder()
     pos = _WS.match(text).end()
     if pos == len(text):
         return
-    if text[pos] != "[":
-        _reject_non_array(decoder, text, pos, path)
     pos, line, last = _WS.match(text, pos + 1).end(), 1, 0
     if text.startswith("]", pos):
         _expect_end(text, pos + 1, path)
         return
-    while True:
+    for index in itertools.count(1):
         line += text.count("\n", last, pos)
         last = pos
         value, pos = _decode_at(decoder, text, pos, path)
-        yield line, value
+        yield index, line, value
         pos = _WS.match(text, pos).end()
         if text.startswith("]", pos):
             _expect_end(text, pos + 1, path)
@@ -245,12 +270,6 @@ def _decode_at(decoder: json.JSONDecoder, text: str, pos: int, path) -> tuple[ob
         raise _syntax_error(path, text, err.pos, err.msg) from None
 
 
-def _reject_non_array(decoder: json.JSONDecoder, text: str, pos: int, path) -> None:
-    value, _ = _decode_at(decoder, text, pos, path)
-    kind = "an object" if isinstance(value, dict) else type(value).__name__
-    raise DataError(f"{path}: expected a JSON array of records, got {kind}")
-
-
 def _expect_end(text: str, pos: int, path) -> None:
     pos = _WS.match(text, pos).end()
     if pos != len(text):
@@ -263,167 +282,18 @@ def _syntax_error(path, text: str, pos: int, msg: str) -> DataError:
     return DataError(f"{path}, line {line}: invalid JSON ({msg} at column {column})")
 
 
-# ----------------------------------------------------------------------------- one record
-
-
-def _type_name(value: object) -> str:
-    return type(value).__name__
-
-
-def _get_str(obj: dict, key: str, *, required: bool, allow_empty: bool = False, prefix: str = "") -> str:
-    """Return obj[key] as a str; None counts as missing, whitespace-only as empty."""
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise _Skip(f"{prefix}missing field '{key}'")
-        return ""
-    if not isinstance(value, str):
-        raise _Skip(f"{prefix}wrong type for '{key}' ({_type_name(value)}, expected str)")
-    if required and not allow_empty and not value.strip():
-        raise _Skip(f"{prefix}empty field '{key}'")
-    return value
-
-
-def _detect_format(obj: dict) -> str | None:
-    # A key holding None does not count: HF datasets pad absent columns with None.
-    if obj.get("conversations") is not None:
-        return "sharegpt"
-    if obj.get("messages") is not None:
-        return "messages"
-    if any(obj.get(k) is not None for k in ("instruction", "input", "output")):
-        return "alpaca"
-    return None
-
-
-def _category(obj: dict) -> str | None:
-    value = _get_str(obj, "category", required=False)
-    return value.strip() or None
-
-
-def _parse_alpaca(obj: dict) -> dict:
-    return {
-        "instruction": _get_str(obj, "instruction", required=True),
-        "input": _get_str(obj, "input", required=False),
-        "output": _get_str(obj, "output", required=True),
-        "history": [],
-        "system": _get_str(obj, "system", required=False),
-        "category": _category(obj),
-    }
-
-
-def _parse_conversation(obj: dict, fmt: str, unknown: list) -> dict:
-    list_key = "conversations" if fmt == "sharegpt" else "messages"
-    turns = obj[list_key]
-    if not isinstance(turns, list):
-        raise _Skip(f"wrong type for '{list_key}' ({_type_name(turns)}, expected list)")
-    if not turns:
-        raise _Skip(f"empty field '{list_key}'")
-    system, pairs = _turn_pairs(turns, fmt, unknown)
-    if not pairs:
-        raise _Skip("conversation: no user turn")
-    *history, (instruction, output) = pairs
-    return {
-        "instruction": instruction,
-        "input": "",
-        "output": output,
-        "history": [[u, a] for u, a in history],
-        # A leading system turn wins over a record-level "system" field.
-        "system": system if system is not None else _get_str(obj, "system", required=False),
-        "category": _category(obj),
-    }
-
-
-def _turn_pairs(turns: list, fmt: str, unknown: list) -> tuple[str | None, list]:
-    """Walk the turns strictly in order; return (leading system text or None, [(user, assistant), ...])."""
-    system, pairs, user = None, [], None
-    for index, turn in enumerate(turns, start=1):
-        role, text = _read_turn(turn, fmt, index, unknown)
-        where = f"turn {index}"
-        if role == "system":
-            if index != 1:
-                raise _Skip("conversation: system turn not first", where)
-            system = text
-        elif role == "user":
-            _check_user_turn(user, text, where)
-            user = text
-        else:
-            _check_assistant_turn(user, bool(pairs), text, where)
-            pairs.append((user, text))
-            user = None
-    if user is not None:
-        raise _Skip("conversation: does not end with an assistant turn", f"turn {len(turns)}")
-    return system, pairs
-
-
-def _check_user_turn(pending_user: str | None, text: str, where: str) -> None:
-    if pending_user is not None:
-        raise _Skip("conversation: two user turns in a row", where)
-    if not text.strip():
-        raise _Skip("conversation: empty user turn", where)
-
-
-def _check_assistant_turn(pending_user: str | None, had_pair: bool, text: str, where: str) -> None:
-    if pending_user is None:
-        reason = "two assistant turns in a row" if had_pair else "assistant turn before any user turn"
-        raise _Skip(f"conversation: {reason}", where)
-    if not text.strip():
-        raise _Skip("conversation: empty assistant turn", where)
-
-
-def _read_turn(turn: object, fmt: str, index: int, unknown: list) -> tuple[str, str]:
-    where = f"turn {index}"
-    if not isinstance(turn, dict):
-        raise _Skip("conversation: turn is not an object", f"{where} is {_type_name(turn)}")
-    role_key, text_key = _TURN_KEYS[fmt]
-    try:
-        role = _get_str(turn, role_key, required=True, prefix="conversation: ")
-        # Empty text passes here so the role-specific check can name the empty turn.
-        text = _get_str(turn, text_key, required=True, allow_empty=True, prefix="conversation: ")
-    except _Skip as skip:
-        raise _Skip(skip.reason, where) from None
-    extra = [k for k, v in turn.items() if k not in (role_key, text_key) and v is not None]
-    unknown.extend(f"turn field '{k}'" for k in extra)
-    if role in _USER_ROLES[fmt]:
-        return "user", text
-    if role in _ASSISTANT_ROLES[fmt]:
-        return "assistant", text
-    if role == "system":
-        return "system", text
-    raise _Skip(f"conversation: unknown role '{role}'", where)
-
-
-def _normalise(value: object) -> tuple[dict, str, list]:
-    """Validate one parsed value; return (record, format, unknown field labels) or raise _Skip."""
-    if isinstance(value, InvalidLine):
-        raise _Skip("invalid JSON", value.message)
-    if not isinstance(value, dict):
-        raise _Skip("not an object", f"got {_type_name(value)}")
-    fmt = _detect_format(value)
-    if fmt is None:
-        keys = ", ".join(sorted(map(str, value))) or "no fields"
-        raise _Skip("unknown record format", f"fields: {keys}")
-    unknown: list = []
-    record = _parse_alpaca(value) if fmt == "alpaca" else _parse_conversation(value, fmt, unknown)
-    unknown[:0] = [f"field '{k}'" for k, v in value.items() if k not in _KNOWN_FIELDS[fmt] and v is not None]
-    return record, fmt, unknown
-
-
-def _dedupe_key(record: dict) -> tuple:
-    history = tuple((u.strip(), a.strip()) for u, a in record["history"])
-    return (
-        record["system"].strip(),
-        history,
-        record["instruction"].strip(),
-        record["input"].strip(),
-        record["output"].strip(),
-    )
+def _where(index: int | None, line: int, several_lines: bool) -> str:
+    """How a report names a record: its line in JSON Lines; its index (and start line) in a JSON array."""
+    if index is None:
+        return f"line {line}"
+    return f"record {index} (line {line})" if several_lines else f"record {index}"
 
 
 # ----------------------------------------------------------------------------- whole files
 
 
 def validate_records(
-    records: Iterable[tuple[int, object]],
+    records: Iterable[tuple[int | str, object]],
     path: str,
     *,
     dedupe: bool = True,
@@ -431,57 +301,55 @@ def validate_records(
     limit: int | None = None,
     notes: Iterable[str] = (),
 ) -> tuple[list[dict], DataReport]:
-    """Validate and normalise (line, value) pairs; return (kept records, checked report)."""
+    """Validate and normalise (where, value) pairs (where: a line number or a label); return (records, report)."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
     report = DataReport(path=str(path))
     for what in notes:
         report.note(what)
     kept, seen, formats = [], {}, Counter()
-    for line, value in records:
+    for where, value in records:
         report.read += 1
-        result = _validate_one(report, line, value, seen if dedupe else None, strict)
+        where = f"line {where}" if isinstance(where, int) else where
+        result = _validate_one(report, where, value, seen if dedupe else None, strict)
         if result is None:
             continue
         if limit is not None and len(kept) >= limit:
-            report.skip("over limit", line)  # not a data fault, so strict lets it pass
+            report.cut[f"over limit {limit}"] += 1  # usable, left out on purpose: not a data fault
             continue
         record, fmt = result
         kept.append(record)
         formats[fmt] += 1
         report.kept += 1
+        report.with_tools += bool(record["tools"])
     _finish(report, formats)
     return kept, report
 
 
-def _validate_one(report: DataReport, line: int, value: object, seen: dict | None, strict: bool):
+def _validate_one(report: DataReport, where: str, value: object, seen: dict | None, strict: bool):
     """Return (record, format) for a usable value, or None after counting the skip."""
     try:
-        record, fmt, unknown = _normalise(value)
+        if isinstance(value, InvalidLine):
+            raise Skip("invalid JSON", value.message)
+        record, fmt, notes = normalise_record(value)
         if seen is not None:
-            _check_duplicate(record, line, seen)
-    except _Skip as skip:
-        _skip(report, line, skip.reason, skip.detail, strict)
+            _check_duplicate(record, where, seen)
+    except Skip as skip:
+        report.skip(skip.reason, where, skip.detail)
+        if strict:
+            raise DataError(f"{report.path}, {where}: {skip.reason}" + (f" ({skip.detail})" if skip.detail else ""),
+                            report) from None
         return None
-    for label in unknown:
-        report.note(f"unknown {label} ignored")
-    record["line"] = line
-    return record, fmt
+    for what in notes:
+        report.note(what)
+    return record | {"where": where, "source": report.path}, fmt
 
 
-def _check_duplicate(record: dict, line: int, seen: dict) -> None:
-    key = _dedupe_key(record)
+def _check_duplicate(record: dict, where: str, seen: dict) -> None:
+    key = dedupe_key(record)
     if key in seen:
-        raise _Skip("duplicate", f"same as line {seen[key]}")
-    seen[key] = line
-
-
-def _skip(report: DataReport, line: int | None, reason: str, detail: str, strict: bool) -> None:
-    report.skip(reason, line, detail)
-    if strict:
-        where = f"{report.path}, line {line}" if line is not None else report.path
-        suffix = f" ({detail})" if detail else ""
-        raise DataError(f"{where}: {reason}{suffix}", report)
+        raise Skip("duplicate", f"same as {seen[key]}")
+    seen[key] = where
 
 
 def _finish(report: DataReport, formats: Counter) -> None:
@@ -500,8 +368,10 @@ def load_instructions(
     """Load a .json/.jsonl instruction file; return (normalised records, report)."""
     suffix = _check_extension(path)
     text, notes = read_text(path)
-    records = _iter_text_records(text, suffix, path)
-    return validate_records(records, str(path), dedupe=dedupe, strict=strict, limit=limit, notes=notes)
+    kind, more_notes = _file_kind(text, suffix, path)
+    several_lines = "\n" in text.strip()
+    records = ((_where(index, line, several_lines), value) for index, line, value in _iter_located(text, kind, path))
+    return validate_records(records, str(path), dedupe=dedupe, strict=strict, limit=limit, notes=notes + more_notes)
 
 
 def load_instructions_from_hub(
@@ -513,18 +383,110 @@ def load_instructions_from_hub(
     limit: int | None = None,
     **load_kwargs,
 ) -> tuple[list[dict], DataReport]:
-    """Load a Hugging Face dataset split and validate it like a local file (line = row index + 1)."""
+    """Load a Hugging Face dataset split and validate it like a local file (records named "row N")."""
     from datasets import load_dataset  # imported lazily: heavy, and only this loader needs it
 
     rows = load_dataset(dataset_id, split=split, **load_kwargs)
-    records = ((index + 1, row) for index, row in enumerate(rows))
+    records = ((f"row {index + 1}", row) for index, row in enumerate(rows))
     return validate_records(records, f"hf:{dataset_id}", dedupe=dedupe, strict=strict, limit=limit)
 
 
-def load_training_data(spec: str, *, limit: int | None = None, **kwargs) -> tuple[list[dict], DataReport]:
-    """Load a profile's data spec: "hf:<dataset id>" from the hub, anything else as a project-relative file."""
-    if spec.startswith("hf:"):
-        return load_instructions_from_hub(spec.removeprefix("hf:"), limit=limit, **kwargs)
+# ----------------------------------------------------------------------------- data specs and mixtures
+
+
+def parse_data_spec(spec: str) -> list[tuple[str, float | int | None]]:
+    """[(location, amount)] of a data spec; amount is a share (float), a count (int) or None (every record)."""
+    sources = []
+    for part in spec.split("+"):
+        part = part.strip()
+        if not part:
+            raise DataError(f"data spec {spec!r}: empty source (check the '+' signs)")
+        match = _AMOUNT.fullmatch(part)
+        if not match:
+            sources.append((part, None))
+            continue
+        text = match["amount"]
+        amount = float(text) if "." in text else int(text)
+        if isinstance(amount, float) and not 0 < amount <= 1:
+            raise DataError(f"data spec {spec!r}: share {text} of {match['location']} must be in (0, 1]")
+        if isinstance(amount, int) and amount < 1:
+            raise DataError(f"data spec {spec!r}: count {text} of {match['location']} must be at least 1")
+        sources.append((match["location"], amount))
+    return sources
+
+
+def _load_source(location: str, **kwargs) -> tuple[list[dict], DataReport]:
+    if location.startswith("hf:"):
+        return load_instructions_from_hub(location.removeprefix("hf:"), **kwargs)
     from .paths import project_path
 
-    return load_instructions(project_path(spec), limit=limit, **kwargs)
+    return load_instructions(project_path(location), **kwargs)
+
+
+def load_training_data(spec: str, *, limit: int | None = None, seed: int = 42,
+                       **kwargs) -> tuple[list[dict], DataReport]:
+    """Load a profile's data spec: one file or "hf:<id>", or a mixture with shares/counts (module docstring)."""
+    sources = parse_data_spec(spec)
+    if len(sources) == 1 and sources[0][1] is None:
+        return _load_source(sources[0][0], limit=limit, **kwargs)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    loaded = [_load_source(location, **kwargs) for location, _ in sources]
+    wanted = [_wanted(amount, report, location, spec) for (location, amount), (_, report) in zip(sources, loaded)]
+    used = _apportion(wanted, limit) if limit is not None and sum(wanted) > limit else wanted
+    records = []
+    for index, ((location, amount), (rows, report)) in enumerate(zip(sources, loaded)):
+        # Seeded per source, so adding a source to a mixture does not change what the others draw.
+        chosen = sorted(random.Random(f"{seed}/{index}/{location}").sample(range(len(rows)), used[index]))
+        records += [rows[i] for i in chosen]
+        _record_cut(report, [rows[i] for i in chosen], len(rows) - wanted[index], wanted[index] - used[index],
+                    f"not drawn (share {amount})" if isinstance(amount, float) else f"not drawn (count {amount})",
+                    f"over limit {limit}")
+    return records, _combine(spec, [report for _, report in loaded])
+
+
+def _wanted(amount: float | int | None, report: DataReport, location: str, spec: str) -> int:
+    """How many of a source's usable records its share or count asks for."""
+    if amount is None:
+        return report.kept
+    if isinstance(amount, float):
+        return round(amount * report.kept)
+    if amount > report.kept:
+        raise DataError(f"data spec {spec!r}: {location} has {report.kept} usable records, fewer than the "
+                        f"{amount} asked for\n{report}", report)
+    return amount
+
+
+def _apportion(wanted: list[int], limit: int) -> list[int]:
+    """Scale the per-source counts down to `limit` in total, keeping their ratios (largest remainders)."""
+    total = sum(wanted)
+    quotas = [w * limit / total for w in wanted]
+    counts = [int(q) for q in quotas]
+    by_remainder = sorted(range(len(wanted)), key=lambda i: counts[i] - quotas[i])
+    for i in by_remainder[:limit - sum(counts)]:
+        counts[i] += 1
+    return counts
+
+
+def _record_cut(report: DataReport, chosen: list[dict], not_drawn: int, over_limit: int,
+                share_reason: str, limit_reason: str) -> None:
+    for reason, n in ((share_reason, not_drawn), (limit_reason, over_limit)):
+        if n:
+            report.cut[reason] += n
+    report.kept = len(chosen)
+    report.with_tools = sum(bool(r["tools"]) for r in chosen)
+
+
+def _combine(spec: str, reports: list[DataReport]) -> DataReport:
+    """A mixture's report: the sums of its sources' counts, with each source's report inside."""
+    total = DataReport(path=spec, sources=reports)
+    for report in reports:
+        total.read += report.read
+        total.kept += report.kept
+        total.with_tools += report.with_tools
+        total.skipped.update(report.skipped)
+        total.cut.update(report.cut)
+    total.check()
+    if total.kept == 0:
+        raise DataError(f"{spec}: the mixture selects no record\n{total}", total)
+    return total

@@ -6,6 +6,20 @@ Multiple choice is scored two ways:
 - "loglik": each option letter is scored by the model's log-probability after the prompt; the highest wins.
   It measures what the model knows even when it cannot follow the answer format.
 Every scorer returns a tidy DataFrame (one row per item), summarised by mc_accuracy_table / category_table.
+
+Log-likelihood mode against lm-evaluation-harness (tests/test_lm_eval_parity.py): on the same prompt,
+items and model, score_mc_loglik gives lm-eval's per-item log-likelihoods, choices and accuracy ("acc").
+The prompt is the one lm-eval's `cmmlu` / `ceval-valid` tasks use (header "以下是关于<subject>的单项选择题，
+请直接给出正确答案的选项。", the question, "A. ..".."D. ..", "答案："), with two differences of method:
+- the letter follows "答案：" directly ("答案：A", as Chinese exams write it); lm-eval's stock tasks keep
+  their default target_delimiter " ", so they score " A" (and write exemplars as "答案： A"). The parity
+  test sets target_delimiter "" to score the same string.
+- the subject name in the header: lm-eval names CMMLU/C-Eval subjects in Chinese (农学); we use the
+  Chinese name for MMCU's four groups and the file's subject name otherwise. Exemplars: lm-eval takes the
+  first k dev items of the subject's task; we take the subject's own dev items first (never the question
+  itself), then other subjects' to fill up.
+Both tokenize context+letter together and keep the tokens after the context, and both add the
+tokenizer's own special tokens (LLaMA's BOS) to a raw prompt. run_lm_eval runs lm-eval's own tasks.
 """
 from __future__ import annotations
 
@@ -16,9 +30,9 @@ import unicodedata
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from .console import tqdm
 
-from .benchmarks import BELLE_CATEGORIES, EXAM_SUBJECTS
+from .eval_sets import BELLE_CATEGORIES, EXAM_SUBJECTS
 from .generation import chat
 from .prompts import format_instructions
 from .stats import summarise
@@ -27,6 +41,7 @@ __all__ = [
     "OPTION_LETTERS",
     "SUBJECT_NAMES_ZH",
     "rouge_l_chars",
+    "with_eval_suffix",
     "answer_instructions",
     "score_offline",
     "score_with_judge",
@@ -39,6 +54,7 @@ __all__ = [
     "score_mc_loglik",
     "mc_accuracy_table",
     "category_table",
+    "run_lm_eval",
 ]
 
 OPTION_LETTERS = ("A", "B", "C", "D")
@@ -74,18 +90,31 @@ def rouge_l_chars(candidate: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def with_eval_suffix(instruction: str, eval_suffix: str = "") -> str:
+    """The instruction with an inference-time cue (CoT*: "先思考，再决定") as its last line; unchanged when the cue is ""."""
+    # One path for instructions and exam questions, so the CoT* arm changes exactly this and nothing else.
+    return f"{instruction}\n{eval_suffix}" if eval_suffix else instruction
+
+
 def answer_instructions(model, tokenizer, items_df: pd.DataFrame, *, template: str = "auto",
-                        max_new_tokens: int = 256, batch_size: int = 8, progress: bool = True) -> pd.DataFrame:
-    """A copy of items_df with a "response" column: the model's greedy answer to each question."""
+                        max_new_tokens: int = 256, batch_size: int = 8, eval_suffix: str = "",
+                        progress: bool = True) -> pd.DataFrame:
+    """A copy of items_df with a "response" column: the model's greedy answer to each question (+ eval_suffix)."""
     out = items_df.copy()
-    out["response"] = chat(model, tokenizer, list(items_df["question"]), template=template,
+    questions = [with_eval_suffix(q, eval_suffix) for q in items_df["question"]]
+    out["response"] = chat(model, tokenizer, questions, template=template,
                            max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     return out
 
 
 def score_offline(df: pd.DataFrame) -> pd.DataFrame:
-    """Tidy scores {item_id, category, scorer="rouge_l_chars", score} against each item's reference."""
-    scores = [rouge_l_chars(r, ref) for r, ref in zip(df["response"], df["reference"])]
+    """Tidy scores {item_id, category, scorer="rouge_l_chars", score} against each item's reference.
+
+    An item without a reference (Belle leaves brainstorming, generation and most rewrite items without
+    one) has no offline score: NaN, not a structural 0. category_table counts those as `n_unscored`.
+    """
+    scores = [rouge_l_chars(r, ref) if isinstance(ref, str) and ref.strip() else np.nan  # None/NaN: none
+              for r, ref in zip(df["response"], df["reference"])]
     return pd.DataFrame({"item_id": df["item_id"].to_numpy(), "category": df["category"].to_numpy(),
                          "scorer": "rouge_l_chars", "score": scores})
 
@@ -94,7 +123,8 @@ def score_with_judge(df: pd.DataFrame, settings, *, progress: bool = True) -> pd
     """Tidy scores {item_id, category, scorer="judge:<model>", score} from the LLM judge (cached on disk)."""
     from .judge import judge_many
 
-    items = df[["category", "question", "reference", "response"]].to_dict("records")
+    # An empty reference is judged reference-free (helpers.judge.needs_reference), as Belle does.
+    items = df[["category", "question", "reference", "response"]].fillna({"reference": ""}).to_dict("records")
     verdicts = judge_many(settings, items, progress=progress)
     return pd.DataFrame({"item_id": df["item_id"].to_numpy(), "category": df["category"].to_numpy(),
                          "scorer": f"judge:{settings.model}", "score": [v["score"] for v in verdicts]})
@@ -108,14 +138,14 @@ def _question_block(row) -> str:
     return f"{row['question']}\n{options}\n"
 
 
-def build_mc_prompt(row, shots_df: pd.DataFrame | None = None, *, cot_suffix: str = "") -> str:
+def build_mc_prompt(row, shots_df: pd.DataFrame | None = None, *, eval_suffix: str = "") -> str:
     """The Chinese exam prompt: header, k solved exemplars, the question and its options, ending in "答案："."""
     subject = SUBJECT_NAMES_ZH.get(row["subject"], str(row["subject"]).replace("_", " "))
     text = MC_HEADER.format(subject)
     for _, shot in (shots_df.iterrows() if shots_df is not None else ()):
         text += _question_block(shot) + f"答案：{shot['answer']}\n\n"
     # A CoT cue (the paper's "先思考，再决定") goes on its own line just before the answer slot.
-    return text + _question_block(row) + (f"{cot_suffix}\n" if cot_suffix else "") + "答案："
+    return text + with_eval_suffix(_question_block(row).rstrip("\n"), eval_suffix) + "\n答案："
 
 
 def _shot_pools(dev_df: pd.DataFrame, shots: int) -> dict:
@@ -129,7 +159,7 @@ def _shot_pools(dev_df: pd.DataFrame, shots: int) -> dict:
 
 
 def mc_prompts(exam_df: pd.DataFrame, *, shots: int = 0, dev_df: pd.DataFrame | None = None,
-               cot_suffix: str = "") -> list[str]:
+               eval_suffix: str = "") -> list[str]:
     """build_mc_prompt for every row, with `shots` dev exemplars of the row's subject (never the row itself)."""
     if shots and (dev_df is None or len(dev_df) < shots):
         raise ValueError(f"shots={shots} needs a dev_df with at least {shots} items (load_exam(..., split='dev'))")
@@ -139,7 +169,7 @@ def mc_prompts(exam_df: pd.DataFrame, *, shots: int = 0, dev_df: pd.DataFrame | 
     for _, row in exam_df.iterrows():
         pool = pools.get(row["subject"], fallback)
         shot_rows = pool[pool["question"] != row["question"]].head(shots) if shots else None
-        prompts.append(build_mc_prompt(row, shot_rows, cot_suffix=cot_suffix))
+        prompts.append(build_mc_prompt(row, shot_rows, eval_suffix=eval_suffix))
     return prompts
 
 
@@ -168,16 +198,20 @@ def extract_choice(text: str) -> str:
 
 def _mc_frame(exam_df: pd.DataFrame, mode: str, shots: int, preds: list[str]) -> pd.DataFrame:
     answers = exam_df["answer"].to_numpy()
+    bad = [i for i, a in zip(exam_df["item_id"], answers) if not (isinstance(a, str) and re.fullmatch("[A-D]+", a))]
+    if bad:  # the loaders guarantee letters; a hand-made table might not
+        raise ValueError(f"exam items without a valid answer key (letters A-D): {bad[:5]}")
+    # A reply with no letter ("") is wrong by construction, whatever the key.
     return pd.DataFrame({"item_id": exam_df["item_id"].to_numpy(), "subject": exam_df["subject"].to_numpy(),
                          "mode": mode, "shots": shots, "pred": preds, "answer": answers,
-                         "correct": [p == a for p, a in zip(preds, answers)]})
+                         "correct": [bool(p) and p == a for p, a in zip(preds, answers)]})
 
 
 def score_mc_generate(model, tokenizer, exam_df: pd.DataFrame, *, shots: int = 0, dev_df=None,
                       template: str = "auto", batch_size: int = 8, max_new_tokens: int = 8,
-                      cot_suffix: str = "", progress: bool = True) -> pd.DataFrame:
+                      eval_suffix: str = "", progress: bool = True) -> pd.DataFrame:
     """Generation-mode accuracy (the paper's): greedy reply, extracted letters, exact set match with the key."""
-    replies = chat(model, tokenizer, mc_prompts(exam_df, shots=shots, dev_df=dev_df, cot_suffix=cot_suffix),
+    replies = chat(model, tokenizer, mc_prompts(exam_df, shots=shots, dev_df=dev_df, eval_suffix=eval_suffix),
                    template=template, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     out = _mc_frame(exam_df, "generate", shots, [extract_choice(r) for r in replies])
     out["reply"] = replies
@@ -328,8 +362,57 @@ def mc_accuracy_table(df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) ->
 
 
 def category_table(df: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Mean score on a 0-100 scale per category (+ "avg") with bootstrap CIs, one block per scorer."""
+    """Mean 0-100 score per category (+ "avg") with bootstrap CIs and n_unscored, one block per scorer.
+
+    Columns: scorer, category, n (scored items), mean, ci_low, ci_high, n_unscored (items with a NaN
+    score: no reference to score against). Unscored items stay out of every mean; a category with no
+    scored item keeps its row with n=0 and NaN mean/CI ("n/a"), and "avg" is the mean over the scored
+    categories, its n_unscored the total left out.
+    """
     # Grouping by scorer first means ROUGE and judge scores are never averaged together.
-    scored = df.assign(score100=df["score"].astype(float) * 100)
-    table = summarise(scored, "score100", ["scorer", "category"], n_boot=n_boot, seed=seed)
+    df = df.assign(score100=df["score"].astype(float) * 100)
+    keys = ["scorer", "category"]
+    scored = df.dropna(subset=["score100"])
+    table = summarise(scored, "score100", keys, n_boot=n_boot, seed=seed)
+    # Every (scorer, category) seen keeps a row, and every scorer an "avg": n=0, NaN mean where none scored.
+    rows = pd.concat([df[keys], pd.DataFrame({"scorer": df["scorer"].unique(), "category": "avg"})])
+    table = rows.drop_duplicates().merge(table, how="left", on=keys)
+    unscored = df["score100"].isna()
+    per_category = unscored.groupby([df["scorer"], df["category"]]).sum()
+    per_scorer = unscored.groupby(df["scorer"]).sum()
+    table["n"] = table["n"].fillna(0).astype(int)
+    table["n_unscored"] = [int(per_scorer[s] if c == "avg" else per_category[(s, c)])
+                           for s, c in zip(table["scorer"], table["category"])]
+    table = table[[*keys, "n", "mean", "ci_low", "ci_high", "n_unscored"]]
     return _ordered(table, "category", BELLE_CATEGORIES, ["scorer"])
+
+
+# ------------------------------------------------------------------------ lm-evaluation-harness
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")  # lm-eval writes "N/A"
+
+
+def run_lm_eval(model, tokenizer, tasks=("cmmlu",), *, num_fewshot: int = 0, limit: int | None = None,
+                batch_size: int = 8) -> pd.DataFrame:
+    """lm-evaluation-harness's own tasks ("cmmlu", "ceval-valid", ...) on a loaded model: accuracy % per task.
+
+    For the GPU profiles: lm-eval downloads the task data from the hub (haonan-li/cmmlu, ceval/ceval-exam)
+    on first use. Columns: task, n, accuracy, ci_low, ci_high (normal interval from lm-eval's stderr),
+    acc_norm. Its stock tasks score " A" after "答案：", not "A" (see this module's docstring), so compare
+    them with each other, not point for point with score_mc_loglik. `limit` caps items per subtask.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit,
+                                  log_samples=False)
+    rows = []
+    for task, res in out["results"].items():
+        acc, err = _number(res.get("acc,none")), _number(res.get("acc_stderr,none"))
+        rows.append({"task": task, "n": out.get("n-samples", {}).get(task, {}).get("effective"),
+                     "accuracy": 100 * acc, "ci_low": 100 * (acc - 1.96 * err), "ci_high": 100 * (acc + 1.96 * err),
+                     "acc_norm": 100 * _number(res.get("acc_norm,none"))})
+    return pd.DataFrame(rows)

@@ -6,15 +6,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from .benchmarks import load_belle_eval, load_exam
+from .eval_sets import load_belle_eval, load_exam
 from .data import load_training_data
 from .evaluate import (answer_instructions, category_table, mc_accuracy_table, score_mc_generate, score_mc_loglik,
                        score_offline, score_with_judge)
 from .models import load_model, load_tokenizer, resolve_model_source
 from .prompts import build_sft_dataset, resolve_template
 from .train import train_model
+from .vocab import apply_vocab_expansion
 
-__all__ = ["load_base", "load_benchmarks", "tune", "attach_adapter", "evaluate_model", "score_tables"]
+__all__ = ["load_base", "load_benchmarks", "tune", "answer_prompt_sets", "attach_adapter", "evaluate_model",
+           "score_tables"]
 
 
 def load_base(profile):
@@ -23,6 +25,8 @@ def load_base(profile):
     tokenizer = load_tokenizer(source, trust_remote_code=profile.trust_remote_code)
     model = load_model(source, quantization=profile.quantization, compute_dtype=profile.compute_dtype,
                        trust_remote_code=profile.trust_remote_code)
+    # Finding 05: a merged Chinese vocabulary (+ continued pre-training), cached; a no-op unless vocab_expansion.
+    model, tokenizer, _ = apply_vocab_expansion(model, tokenizer, profile)
     return model, tokenizer
 
 
@@ -37,7 +41,8 @@ def load_benchmarks(profile) -> dict[str, pd.DataFrame]:
 
 def tune(model, tokenizer, profile, output_dir: str | Path, *, train_data: str | None = None):
     """Validate the profile's (or the given) training data, then QLoRA-tune; returns (TrainResult, DataReport)."""
-    examples, report = load_training_data(train_data or profile.train_data, limit=profile.train_limit or None)
+    examples, report = load_training_data(train_data or profile.train_data, limit=profile.train_limit or None,
+                                          seed=profile.seed)
     dataset = build_sft_dataset(examples, tokenizer, template=profile.prompt_template,
                                 max_length=profile.max_length, overlong=profile.overlong, report=report)
     return train_model(model, tokenizer, dataset, profile, output_dir), report
@@ -47,20 +52,35 @@ def evaluate_model(model, tokenizer, profile, benchmarks: dict, *, label: str, s
                    progress: bool = True) -> dict[str, pd.DataFrame]:
     """Belle-style answers + scores (offline, and judged when `judge` is set) and exam results in both modes."""
     template = resolve_template(tokenizer, profile.prompt_template)
+    suffix = profile.eval_suffix  # CoT* (finding 04): "" adds nothing
     answers = answer_instructions(model, tokenizer, benchmarks["belle"], template=template, progress=progress,
-                                  max_new_tokens=profile.max_new_tokens, batch_size=profile.eval_batch_size)
+                                  max_new_tokens=profile.max_new_tokens, batch_size=profile.eval_batch_size,
+                                  eval_suffix=suffix)
     scores = [score_offline(answers)] + ([score_with_judge(answers, judge, progress=progress)] if judge else [])
+    # The cue goes to generate mode only: loglik scores the letter right after "答案：", with no room to think.
+    generate = {"template": template, "eval_suffix": suffix, "max_new_tokens": profile.exam_max_new_tokens}
     exam = [fn(model, tokenizer, benchmarks["exam"], shots=k, dev_df=benchmarks["exam_dev"],
                batch_size=profile.eval_batch_size, progress=progress, **kw)
             for k in shots
-            for fn, kw in ((score_mc_generate, {"template": template}), (score_mc_loglik, {}))]
+            for fn, kw in ((score_mc_generate, generate), (score_mc_loglik, {}))]
     return {"answers": answers.assign(model=label), "belle": pd.concat(scores).assign(model=label),
             "exam": pd.concat(exam).assign(model=label)}
 
 
+def answer_prompt_sets(model, tokenizer, profile, prompts: dict, *, progress: bool = True) -> pd.DataFrame:
+    """Greedy replies to extra prompt sets ({name: DataFrame with item_id, category, question}), in the profile's
+    template and with its eval_suffix, as rows {item_id, category, question, response, set=name}."""
+    template = resolve_template(tokenizer, profile.prompt_template)
+    return pd.concat([answer_instructions(model, tokenizer, df[["item_id", "category", "question"]], template=template,
+                                          max_new_tokens=profile.max_new_tokens, batch_size=profile.eval_batch_size,
+                                          eval_suffix=profile.eval_suffix, progress=progress).assign(set=name)
+                      for name, df in prompts.items()], ignore_index=True)
+
+
 def attach_adapter(model, adapter_dir: str | Path):
-    """The base wrapped with a saved adapter, or None when there is none trained on this very base."""
-    from peft import PeftModel
+    """A tuned model: the base plus a saved adapter, or None when there is none trained on this very base.
+    `model` itself stays the base (adapters.with_adapter shares its weights without changing it)."""
+    from .adapters import with_adapter
 
     config = Path(adapter_dir) / "adapter_config.json"
     if not config.exists():
@@ -69,7 +89,7 @@ def attach_adapter(model, adapter_dir: str | Path):
     if trained_on != model.name_or_path:
         print(f"{adapter_dir} was trained on {trained_on}, not {model.name_or_path}: not using it")
         return None
-    return PeftModel.from_pretrained(model, str(adapter_dir))
+    return with_adapter(model, adapter_dir)
 
 
 def score_tables(*evaluations: dict) -> dict[str, pd.DataFrame]:

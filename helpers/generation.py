@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
 
+from .console import tqdm
 from .prompts import format_instructions
 
-__all__ = ["generate", "chat", "compare_before_after"]
+__all__ = ["generate", "chat", "stream_chat", "compare_before_after"]
 
 
 @torch.no_grad()
@@ -30,6 +30,23 @@ def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 128,
 def chat(model, tokenizer, instructions: list[str], *, template: str = "auto", **kwargs) -> list[str]:
     """Answer instructions, formatted exactly as in training."""
     return generate(model, tokenizer, format_instructions(instructions, tokenizer, template), **kwargs)
+
+
+@torch.no_grad()
+def stream_chat(model, tokenizer, instruction: str, *, template: str = "auto", max_new_tokens: int = 256,
+                seed: int = 0, **sampling) -> str:
+    """Answer one instruction with the given sampling settings (printed first), streaming tokens as they come."""
+    from transformers import TextStreamer, set_seed
+
+    print("sampling:", ", ".join(f"{k}={v}" for k, v in sampling.items()), f"(seed {seed}, up to {max_new_tokens} "
+          "new tokens)\n")
+    prompt = format_instructions([instruction], tokenizer, template)[0]
+    batch = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    set_seed(seed)  # sampled text is reproducible for the same settings
+    ids = model.generate(**batch, streamer=TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True),
+                         max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, **sampling)
+    return tokenizer.decode(ids[0, batch["input_ids"].shape[1]:], skip_special_tokens=True).strip()
 
 
 def compare_before_after(instructions: list[str], before: list[str], after: list[str]):

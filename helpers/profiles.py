@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import tempfile
 from dataclasses import dataclass, fields
 from typing import Any
+
+from .paths import project_path
 
 __all__ = ["Profile", "PROFILES", "get_profile", "profile_names"]
 
@@ -19,7 +23,7 @@ class Profile:
     compute_dtype: str = "auto"  # "auto" picks bf16 on GPUs that have it, fp16 on older GPUs (T4), fp32 on CPU
     trust_remote_code: bool = False  # run code shipped with the model repo; only for families that need it
     prompt_template: str = "auto"  # "auto" (chat template if the tokenizer has one), "chat", "alpaca_en", "alpaca_zh"
-    train_data: str = "data_samples/instructions_zh.json"  # a local file, or "hf:<dataset id>" on the hub
+    train_data: str = "data_samples/instructions_zh.json"  # a file, "hf:<dataset id>", or a mixture "a.json:1.0 + b.json:0.3" (helpers/data.py)
     train_limit: int = 0  # keep at most this many training records (0: all)
     eval_data: str = "data_samples/eval_zh.json"  # Belle-eval format: question / std_answer / class
     eval_limit: int = 0  # evaluate at most this many instructions (0: all)
@@ -37,7 +41,7 @@ class Profile:
     lora_r: int = 16  # adapter rank: higher is more capacity and more memory
     lora_alpha: int = 32  # adapter scale; alpha / r is the effective multiplier
     lora_dropout: float = 0.05  # regularisation on the adapter input
-    target_modules: str = "all-linear"  # which linear layers get adapters ("all-linear" as in QLoRA)
+    target_modules: str = "all-linear"  # LoRA-family layers: "all-linear" (QLoRA), "attention-input", "q_proj,v_proj"
     gradient_checkpointing: bool = True  # recompute activations: ~30% slower, much less memory
     logging_steps: int = 10  # log the loss every N steps (NaN checks run at each log)
     save_steps: int = 100  # checkpoint every N steps (a multiple of logging_steps)
@@ -47,6 +51,28 @@ class Profile:
     eval_batch_size: int = 8  # prompts per generation batch
     output_root: str = "outputs"  # adapters, checkpoints and caches go here (point it at Google Drive on Colab)
     result_note: str = ""  # printed on every figure and table this profile makes (e.g. "not a result")
+    # Vocabulary expansion (finding 05; helpers.vocab.apply_vocab_expansion): "" keeps the base's vocabulary;
+    # "<corpus>:<pieces>" trains that many Chinese pieces on the corpus and appends the new ones. Each new token
+    # adds a row to the embeddings and to the output layer (2 x hidden size values; unquantised even in nf4).
+    vocab_expansion: str = ""
+    # Continued pre-training steps on the vocab_expansion corpus before instruction tuning (0: none): the new
+    # rows alone for the first half, then LoRA with them. Costs about as much per step as tuning at max_length.
+    pretrain_steps: int = 0
+    # Parameter-efficient method (finding 02; helpers/peft_methods.PEFT_METHODS says what each one builds).
+    peft_method: str = "lora"  # lora, dora, adalora, ia3, prompt, p-tuning, prefix, SadapterP, SadapterH, P-adapter
+    num_virtual_tokens: int = 20  # prompt/p-tuning/prefix: virtual tokens; each lengthens every sequence's activations
+    encoder_hidden_size: int = 128  # p-tuning/prefix MLP width; prefix's output layer (layers x 2 x kv dim) dominates
+    adapter_size: int = 32  # SadapterP/H, P-adapter bottleneck width (paper's -l variants: 256); params grow linearly
+    adalora_init_r: int = 12  # AdaLoRA's starting rank per matrix: parameters and optimizer memory scale with it
+    adalora_target_r: int = 8  # AdaLoRA's average rank after pruning (pruned ranks are masked, not freed)
+    adalora_update: str = "callback"  # "callback": reallocate ranks after each step; "none": never (the paper's run)
+    # Finding 04's CoT* arm: a cue appended as the last line of every instruction and generate-mode exam question
+    # at evaluation only (the paper's "先思考，再决定"); never seen in training. "" (default) adds nothing.
+    eval_suffix: str = ""
+    # Tokens a generate-mode exam reply may use: 8 fits a bare letter; a model asked to think first (CoT*) needs
+    # room for its rationale (e.g. max_new_tokens), and so does every arm it is compared with. Time grows with it.
+    exam_max_new_tokens: int = 8
+    expects_gpu: bool = False  # sized for a GPU: the environment check warns loudly when none is visible
     # Batches of rows of similar length: padding falls from ~27% of the tokens to under 5% (same rows per epoch,
     # less random batch make-up). No memory cost; the longest batch runs first, so an out-of-memory shows at once.
     group_by_length: bool = True
@@ -109,6 +135,7 @@ _COLAB_T4 = Profile(
     logging_steps=10,
     save_steps=100,
     max_new_tokens=256,
+    expects_gpu=True,
 )
 
 _A100 = Profile(
@@ -128,6 +155,7 @@ _A100 = Profile(
     save_steps=200,
     max_new_tokens=512,
     eval_batch_size=16,
+    expects_gpu=True,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_SMOKE, _COLAB_T4, _A100)}
@@ -137,6 +165,10 @@ _CHOICES = {
     "compute_dtype": ("auto", "float32", "float16", "bfloat16"),
     "prompt_template": ("auto", "chat", "alpaca_en", "alpaca_zh"),
     "overlong": ("truncate", "skip"),
+    # the keys of helpers.peft_methods.PEFT_METHODS (kept here so profiles load without importing peft)
+    "peft_method": ("lora", "dora", "adalora", "ia3", "prompt", "p-tuning", "prefix", "SadapterP", "SadapterH",
+                    "P-adapter"),
+    "adalora_update": ("callback", "none"),
     "padding_free": ("auto", "on", "off"),
 }
 
@@ -146,18 +178,26 @@ def profile_names() -> list[str]:
     return list(PROFILES)
 
 
-def get_profile(name: str, **overrides: Any) -> Profile:
-    """Return the named profile with `overrides` applied, validating names, types and choices."""
+def get_profile(name: str, overrides: dict | None = None, **named: Any) -> Profile:
+    """The named profile with `overrides` (a dict, e.g. OVERRIDES) and `named` values applied, validated.
+
+    One precedence rule: a named value that is not None, then `overrides`, then the profile. So a
+    notebook can default each knob to None and still let OVERRIDES set the same field.
+    """
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict of profile fields, got {type(overrides).__name__}")
+    merged = {**(overrides or {}), **{k: v for k, v in named.items() if v is not None}}
     known = {f.name: f for f in fields(Profile)}
-    unknown = sorted(set(overrides) - set(known))
+    unknown = sorted(set(merged) - set(known))
     if unknown:
         raise ValueError(f"unknown profile field(s) {unknown}; valid fields: {', '.join(known)}")
-    # None means "keep the profile's value", so a notebook can default every knob to None.
-    clean = {k: _coerce(k, v, PROFILES[name]) for k, v in overrides.items() if v is not None}
+    # None in OVERRIDES also means "keep the profile's value".
+    clean = {k: _coerce(k, v, PROFILES[name]) for k, v in merged.items() if v is not None}
     profile = dataclasses.replace(PROFILES[name], **clean)
     _validate(profile)
+    _check_output_root(profile.output_root)
     return profile
 
 
@@ -175,16 +215,70 @@ def _coerce(key: str, value: Any, base: Profile) -> Any:
     return kind(value)
 
 
+# Ranges checked at the parameters cell, so a bad value fails there with its name, not steps later.
+# (field, test, the valid range as the error states it)
+_RANGES = (
+    ("max_steps", lambda v: v == -1 or v >= 1, "-1 (run the epochs) or at least 1"),
+    ("epochs", lambda v: v > 0, "greater than 0"),
+    ("learning_rate", lambda v: v > 0, "greater than 0"),
+    ("warmup_ratio", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("lora_r", lambda v: v >= 1, "at least 1"),
+    ("lora_alpha", lambda v: v > 0, "greater than 0"),
+    ("lora_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("eval_batch_size", lambda v: v >= 1, "at least 1"),
+    ("seed", lambda v: v >= 0, "0 or more"),
+    ("train_limit", lambda v: v >= 0, "0 or more"),
+    ("eval_limit", lambda v: v >= 0, "0 or more"),
+    ("exam_limit", lambda v: v >= 0, "0 or more"),
+    ("oom_retries", lambda v: v >= 0, "0 or more"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("grad_accum", lambda v: v >= 1, "at least 1"),
+    ("max_length", lambda v: v >= 1, "at least 1"),
+    ("logging_steps", lambda v: v >= 1, "at least 1"),
+    ("save_steps", lambda v: v >= 1, "at least 1"),
+    ("max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("exam_max_new_tokens", lambda v: v >= 1, "at least 1"),
+)
+
+
 def _validate(p: Profile) -> None:
+    _validate_peft(p)
     for key, choices in _CHOICES.items():
         if getattr(p, key) not in choices:
             raise ValueError(f"profile field {key!r} is {getattr(p, key)!r}; valid choices: {', '.join(choices)}")
-    for key in ("train_limit", "eval_limit", "exam_limit", "oom_retries"):
-        if getattr(p, key) < 0:
-            raise ValueError(f"profile field {key!r} must be 0 or more, got {getattr(p, key)}")
-    for key in ("batch_size", "grad_accum", "max_length", "logging_steps", "save_steps", "max_new_tokens"):
-        if getattr(p, key) < 1:
-            raise ValueError(f"profile field {key!r} must be at least 1, got {getattr(p, key)}")
+    for key, ok, valid in _RANGES:
+        value = getattr(p, key)
+        if not (math.isfinite(value) and ok(value)):
+            raise ValueError(f"profile field {key!r} must be {valid}, got {value!r}")
     if p.save_steps % p.logging_steps:
         # The NaN guard runs when the loss is logged; a save between two logs could store a broken model.
         raise ValueError(f"save_steps ({p.save_steps}) must be a multiple of logging_steps ({p.logging_steps})")
+    if not p.output_root.strip():
+        raise ValueError("profile field 'output_root' is empty; give a folder for adapters and checkpoints")
+
+
+def _check_output_root(output_root: str) -> None:
+    """Fail now, not at the training cell, when adapters and checkpoints could not be written there."""
+    path = project_path(output_root)
+    existing = next(p for p in (path, *path.parents) if p.exists())  # the root "/" always exists
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    else:
+        try:  # a real write: os.access says yes to root even on a read-only mount
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as exc:
+            problem = f"{existing} is not writable ({exc.strerror or exc})"
+    if problem:
+        raise ValueError(f"profile field 'output_root' ({output_root!r} -> {path}) cannot hold outputs: {problem}. "
+                         "Point OVERRIDES['output_root'] at a writable folder (on Colab: a mounted Google Drive).")
+
+
+def _validate_peft(p: Profile) -> None:
+    for key in ("num_virtual_tokens", "encoder_hidden_size", "adapter_size", "adalora_init_r", "adalora_target_r"):
+        if getattr(p, key) < 1:
+            raise ValueError(f"profile field {key!r} must be at least 1, got {getattr(p, key)}")
+    if p.adalora_target_r > p.adalora_init_r:
+        raise ValueError(f"profile field 'adalora_target_r' ({p.adalora_target_r}) must not exceed "
+                         f"'adalora_init_r' ({p.adalora_init_r}): AdaLoRA only prunes ranks")

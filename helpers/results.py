@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["record_results", "read_results", "summary_line"]
+__all__ = ["plain", "record_results", "add_figures", "read_results", "summary_line"]
 
 _SECRET_ENV = ("JUDGE_API_KEY", "OPENAI_API_KEY", "HF_TOKEN")  # never allowed into a results file
 
@@ -18,6 +18,18 @@ def _check_no_secrets(text: str) -> None:
         value = os.environ.get(name)
         if value and len(value) >= 8 and value in text:
             raise ValueError(f"refusing to write results: they contain the value of ${name}")
+
+
+def plain(value):
+    """Numbers as Python numbers (numpy scalars become int/float, so they print as 0.25, not np.float64(0.25)),
+    recursively through dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy / torch scalars
+        return value.item()
+    return value
 
 
 def _finite(value):
@@ -31,16 +43,7 @@ def _finite(value):
     return value
 
 
-def record_results(path: str | os.PathLike, *, notebook: str, profile, measured: str, metrics: dict,
-                   figures=(), elapsed_s: float | None = None) -> Path:
-    """Write a notebook's headline numbers (what it measured, metrics, figures, profile) atomically as JSON."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "notebook": notebook, "profile": profile.name, "result_note": profile.result_note, "measured": measured,
-        "metrics": _finite(metrics), "figures": [str(f) for f in figures], "elapsed_s": elapsed_s,
-        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+def _write_json(path: Path, payload: dict) -> Path:
     text = json.dumps(payload, ensure_ascii=False, indent=2)
     _check_no_secrets(text)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -48,6 +51,28 @@ def record_results(path: str | os.PathLike, *, notebook: str, profile, measured:
         f.write(text)
     os.replace(tmp, path)
     return path
+
+
+def record_results(path: str | os.PathLike, *, notebook: str, profile, measured: str, metrics: dict,
+                   figures=(), elapsed_s: float | None = None) -> Path:
+    """Write a notebook's headline numbers (what it measured, metrics, figures, profile) atomically as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "notebook": notebook, "profile": profile.name, "result_note": profile.result_note, "measured": measured,
+        "metrics": _finite(plain(metrics)), "figures": [str(f) for f in figures], "elapsed_s": elapsed_s,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    return _write_json(path, payload)
+
+
+def add_figures(path: str | os.PathLike, figures, *, elapsed_s: float | None = None) -> Path:
+    """Add figure paths to a results JSON already written, so scores are saved before any figure is drawn."""
+    path = Path(path)
+    payload = read_results(path)
+    payload["figures"] = list(dict.fromkeys([*payload["figures"], *map(str, figures)]))
+    payload["elapsed_s"] = elapsed_s if elapsed_s is not None else payload["elapsed_s"]
+    return _write_json(path, payload)
 
 
 def read_results(path: str | os.PathLike) -> dict:

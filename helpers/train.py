@@ -10,6 +10,7 @@ import resource
 import shutil
 import tempfile
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from trl import SFTConfig, SFTTrainer
 
 from .batching import LengthGroupedBatches, as_training_rows
 from .models import count_parameters, pick_dtype
-from .peft_methods import build_lora_config, prepare_for_training
+from .peft_methods import (build_peft_config, is_adapted, optimizer_steps, prepare_for_training, training_callbacks,
+                           training_loss)
 
 __all__ = [
     "TrainResult",
@@ -60,11 +62,28 @@ class TrainResult:
     grad_accum: int
     adapter_dir: str
     resumed_from: str | None = None
+    new_steps: int = 0  # optimizer steps run by this call: 0 when it only resumed an already finished run
+    new_tokens: int = 0  # tokens seen in those steps (tokens_seen counts the resumed part too)
     model: object = field(default=None, repr=False)
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Training speed of this call (new tokens / wall time); None when no step ran."""
+        return self.new_tokens / self.wall_time_s if self.new_steps and self.wall_time_s > 0 else None
+
+    def describe(self) -> str:
+        """What this call trained: new steps, time and speed, or that it resumed a run that had already finished."""
+        start = f"resumed from {Path(self.resumed_from).name}: " if self.resumed_from else ""
+        if not self.new_steps:
+            return (f"{start}0 new steps: the run had already finished ({self.steps} steps), so there is no "
+                    "training time or speed to report (delete its checkpoints folder to train again)")
+        return (f"{start}{self.new_steps} new steps ({self.steps} in all), {self.new_tokens:,} tokens in "
+                f"{self.wall_time_s:.1f} s: {self.tokens_per_second:,.0f} tokens/s")
 
     def to_dict(self) -> dict:
         """JSON-ready summary without the model."""
-        d = asdict(self) | {"loss_history": [list(x) for x in self.loss_history]}
+        d = asdict(self) | {"loss_history": [list(x) for x in self.loss_history],
+                            "tokens_per_second": self.tokens_per_second}
         d.pop("model")
         return d
 
@@ -164,12 +183,16 @@ def set_aside_incomplete(checkpoint_dir: str | os.PathLike) -> Path | None:
 
 # Settings that shape the training trajectory: a checkpoint made under others must not be resumed.
 _TRAJECTORY_FIELDS = ("base_model", "quantization", "compute_dtype", "prompt_template", "max_length", "learning_rate",
-                      "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed")
+                      "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed",
+                      "peft_method", "num_virtual_tokens", "encoder_hidden_size", "adapter_size", "adalora_init_r",
+                      "adalora_target_r", "adalora_update")
 
 
 def _run_signature(profile, dataset, batch_size: int, grad_accum: int) -> dict:
-    rows = list(dataset["prompt"]) + list(dataset["completion"])
-    data = hashlib.sha256("\x00".join(rows).encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for ids, labels in zip(dataset["input_ids"], dataset["labels"]):  # the tokenized rows, exactly as trained on
+        digest.update(array("q", [len(ids), *ids, *labels]).tobytes())
+    data = digest.hexdigest()[:16]
     return {**{k: getattr(profile, k) for k in _TRAJECTORY_FIELDS},
             "effective_batch": batch_size * grad_accum, "data": data}
 
@@ -246,6 +269,19 @@ def _group_by_length(trainer, lengths: list[int], seed: int) -> None:
     trainer._get_train_sampler = lambda train_dataset=None: LengthGroupedBatches(lengths, group, seed)
 
 
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])  # checkpoint-<global step>
+
+
+def _restore_finished(trainer, checkpoint: Path) -> None:
+    """Load a finished run's adapter and trainer state without training. transformers resumes a checkpoint taken at
+    max_steps mid-epoch by running one step past it, changing a result that was already final."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+
+
 def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_accum, resume, callbacks):
     ckpt_dir = out / "checkpoints"
     if os.environ.get("RANK", "0") == "0":  # one process tidies the folder under torchrun / accelerate launch
@@ -261,12 +297,16 @@ def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_
         train_dataset=rows,
         processing_class=tokenizer,
         callbacks=[_CheckpointMarker(), _NonFiniteLossGuard(), *callbacks],
+        compute_loss_func=training_loss(model, grad_accum),  # None (TRL's loss) except for AdaLoRA
     )
     if profile.group_by_length and not padding_free:  # padding-free batches have no padding to save
         _group_by_length(trainer, lengths, profile.seed)
     trainer.data_collator = _guard_supervised(trainer.data_collator)
     _adapters_to_fp32(trainer.model)
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resume_from and 0 < trainer.args.max_steps <= _checkpoint_step(resume_from):
+        _restore_finished(trainer, resume_from)  # already done: train() would still run one more step
+    else:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(out / "adapter"))  # adapter weights only, as safetensors
     return trainer, resume_from
 
@@ -281,13 +321,15 @@ def _oom_advice(profile, batch_size: int, grad_accum: int) -> str:
 
 def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLike, *, peft_config=None,
                 resume: bool = True, callbacks=()) -> TrainResult:
-    """Fine-tune with an adapter (LoRA by default), resuming from the latest complete checkpoint in output_dir."""
+    """Fine-tune with an adapter (profile.peft_method unless peft_config is given), resuming from the latest
+    complete checkpoint in output_dir."""
     out = Path(output_dir)
     profile = fit_activation_memory(profile, model)
     set_seed(profile.seed)  # before the adapter is created: its initial weights come from this RNG
-    if not hasattr(model, "peft_config"):
-        model = prepare_for_training(model, peft_config or build_lora_config(profile),
-                                     gradient_checkpointing=profile.gradient_checkpointing)
+    if not is_adapted(model):
+        config = peft_config or build_peft_config(profile, total_steps=optimizer_steps(profile, len(dataset)))
+        model = prepare_for_training(model, config, gradient_checkpointing=profile.gradient_checkpointing)
+    callbacks = [*training_callbacks(model, profile), *callbacks]
     batch_size, grad_accum = profile.batch_size, profile.grad_accum
     start = time.perf_counter()
     for attempt in range(profile.oom_retries + 1):
@@ -306,14 +348,26 @@ def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLik
     return _result(trainer, model, out, start, batch_size, grad_accum, resumed)
 
 
+def _resume_point(log_history: list[dict], resumed) -> tuple[int, int]:
+    """(step, tokens seen) where this call resumed: read from the restored log, as rotation may delete the folder."""
+    if not resumed:
+        return 0, 0
+    step = _checkpoint_step(Path(resumed))
+    tokens = next((h["num_input_tokens_seen"] for h in log_history
+                   if h.get("step") == step and "num_input_tokens_seen" in h), 0)
+    return step, int(tokens)
+
+
 def _result(trainer, model, out: Path, start: float, batch_size: int, grad_accum: int, resumed) -> TrainResult:
     history = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     trainable, total = count_parameters(model)
     peak, kind = _peak_memory()
+    tokens, steps = int(trainer.state.num_input_tokens_seen), trainer.state.global_step
+    resumed_step, resumed_tokens = _resume_point(trainer.state.log_history, resumed)
     return TrainResult(
         loss_history=history, trainable_params=trainable, total_params=total,
         wall_time_s=time.perf_counter() - start, peak_memory_mb=peak, peak_memory_kind=kind,
-        tokens_seen=int(trainer.state.num_input_tokens_seen), steps=trainer.state.global_step,
-        batch_size=batch_size, grad_accum=grad_accum, adapter_dir=str(out / "adapter"),
-        resumed_from=str(resumed) if resumed else None, model=model,
+        tokens_seen=tokens, steps=steps, batch_size=batch_size, grad_accum=grad_accum,
+        adapter_dir=str(out / "adapter"), resumed_from=str(resumed) if resumed else None,
+        new_steps=steps - resumed_step, new_tokens=tokens - resumed_tokens, model=model,
     )

@@ -58,7 +58,8 @@ def main(argv=None) -> int:
             failed.append(nb.stem)
             rows.append(f"| {nb.stem} | FAILED: {type(err).__name__} | see runs/{args.profile}/{nb.name} | "
                         f"{args.profile} | - |")
-    print(f"summary: {write_summary(runs, rows, args.profile)}")
+    summary = write_summary(runs, rows, args.profile)
+    print(f"\n{summary.read_text(encoding='utf-8')}\n(written to {summary})")
     if failed:
         print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -102,12 +102,8 @@ def test_padding_free_loss_matches_padded_run(tiny_dir, tok, smoke_examples, tmp
     assert packed.tokens_seen == padded.tokens_seen  # same non-padding tokens
 
 
-def test_pretokenized_rows_train_as_given(tiny_dir, tok, tmp_path, monkeypatch):
+def test_pretokenized_rows_train_as_given(tiny_dir, tok, tmp_path):
     """The tokenised row format (input_ids + labels, cut to max_length) trains unchanged, grouped by length."""
-    import helpers.train
-
-    # Resume signatures are tested in test_train; main's version still reads prompt/completion columns.
-    monkeypatch.setattr(helpers.train, "_run_signature", lambda profile, dataset, *a: {"rows": len(dataset)})
     rows = {"input_ids": [], "labels": []}
     for n in (20, 40, 60, 80, 100, 120, 30, 50):
         ids = [(7 * i) % 2000 + 10 for i in range(n)]

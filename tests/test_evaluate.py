@@ -11,7 +11,7 @@ import torch
 
 
 from helpers import evaluate
-from helpers.benchmarks import load_exam
+from helpers.eval_sets import load_exam
 from helpers.evaluate import (
     OPTION_LETTERS, build_mc_prompt, category_table, extract_choice, mc_accuracy_table, mc_prompts,
     rouge_l_chars, score_choices, score_choices_naive, score_mc_generate, score_mc_loglik, score_offline,
@@ -134,7 +134,7 @@ def test_build_mc_prompt_layout(exam):
     assert prompt.startswith("以下是关于医学的单项选择题，请直接给出正确答案的选项。\n\n我国的根本大法是\nA. 民法典\n")
     assert "D. 行政法\n答案：B\n\n" in prompt and "答案：B\n\n人体最大的腺体是\nA. 胰\nB. 肝\nC. 脾\nD. 甲状腺\n答案：" in prompt
     assert prompt.endswith("D. 甲状腺\n答案：")
-    assert build_mc_prompt(row, cot_suffix="先思考，再决定").endswith("D. 甲状腺\n先思考，再决定\n答案：")
+    assert build_mc_prompt(row, eval_suffix="先思考，再决定").endswith("D. 甲状腺\n先思考，再决定\n答案：")
 
 
 def test_mc_prompts_never_use_the_question_as_its_own_shot(exam):
@@ -227,7 +227,7 @@ def test_category_table_keeps_scorers_apart():
                           "scorer": "rouge_l_chars", "score": [1.0, 1.0, 1.0, 1.0]})
     judged = rouge.assign(scorer="judge:m", score=0.0)
     table = category_table(pd.concat([judged, rouge]), n_boot=200)
-    assert list(table.columns) == ["scorer", "category", "n", "mean", "ci_low", "ci_high"]
+    assert list(table.columns) == ["scorer", "category", "n", "mean", "ci_low", "ci_high", "n_unscored"]
     assert list(table["category"]) == ["code", "math", "open qa", "avg"] * 2  # canonical order, avg last
     avg = table[table["category"] == "avg"].set_index("scorer")["mean"]
     assert avg.to_dict() == {"judge:m": 0.0, "rouge_l_chars": 100.0}
@@ -242,3 +242,64 @@ def test_mc_accuracy_table():
     assert means["medicine"] == 50.0 and means["law"] == pytest.approx(200 / 3)
     assert means["avg"] == pytest.approx((50 + 200 / 3 + 100) / 3)  # mean of subjects, as the paper averages
     assert (table["ci_low"] <= table["mean"]).all() and (table["mean"] <= table["ci_high"]).all()
+
+
+# ------------------------------------------------------------------ items without a reference (#7.2)
+
+NO_REF = pd.DataFrame({"item_id": ["1", "2", "3", "4"], "category": ["math", "generation", "generation", "rewrite"],
+                       "question": ["1+1=?", "写诗", "写信", "改写"], "reference": ["2", "", None, "  "],
+                       "response": ["2", "一首诗", "", "改好了"]})
+
+
+def test_items_without_a_reference_have_no_offline_score():
+    out = score_offline(NO_REF)
+    assert out["score"].iloc[0] == 1.0 and out["score"].iloc[1:].isna().all()  # not a structural 0
+
+
+def test_category_table_counts_unscored_items_and_leaves_them_out_of_the_mean():
+    rouge = score_offline(pd.concat([NO_REF, NO_REF.assign(item_id=["5", "6", "7", "8"],
+                                                           response=["3", "x", "y", "z"])]))
+    judged = rouge.assign(scorer="judge:m", score=0.5)  # a reference-free judge scores every item
+    table = category_table(pd.concat([rouge, judged]), n_boot=200)
+    assert list(table.columns) == ["scorer", "category", "n", "mean", "ci_low", "ci_high", "n_unscored"]
+    r = table[table["scorer"] == "rouge_l_chars"].set_index("category")
+    assert list(r.index) == ["math", "generation", "rewrite", "avg"]
+    assert r.loc["math", ["n", "mean", "n_unscored"]].tolist() == [2, 50.0, 0]
+    assert r.loc["generation", "n"] == 0 and r.loc["generation", "n_unscored"] == 4
+    assert r.loc[["generation", "rewrite"], ["mean", "ci_low", "ci_high"]].isna().all().all()  # "n/a"
+    assert r.loc["avg", ["n", "mean", "n_unscored"]].tolist() == [2, 50.0, 6]  # scored categories only
+    j = table[table["scorer"] == "judge:m"].set_index("category")
+    assert j["n_unscored"].sum() == 0 and j.loc["avg", ["n", "mean"]].tolist() == [8, 50.0]
+
+
+def test_category_table_when_nothing_could_be_scored():
+    table = category_table(score_offline(NO_REF.iloc[1:]), n_boot=50)
+    assert list(table["category"]) == ["generation", "rewrite", "avg"]
+    assert table["mean"].isna().all() and list(table["n_unscored"]) == [2, 1, 3]
+
+
+# ------------------------------------------------------------ no letter is never correct (#7.3)
+
+def test_a_reply_without_a_letter_is_never_correct(monkeypatch, exam):
+    items = exam.head(2).assign(answer=["A", "B"])
+    monkeypatch.setattr(evaluate, "chat", lambda *a, **k: ["我不知道", "答案是B"])
+    out = score_mc_generate(None, None, items, progress=False)
+    assert list(out["pred"]) == ["", "B"] and list(out["correct"]) == [False, True]
+
+
+@pytest.mark.parametrize("key", ["", None, "E", "答案"])
+def test_an_invalid_answer_key_is_refused_not_matched(monkeypatch, exam, key):
+    items = exam.head(2).assign(answer=[key, "B"])
+    monkeypatch.setattr(evaluate, "chat", lambda *a, **k: ["我不知道", "B"])
+    with pytest.raises(ValueError, match="without a valid answer key"):
+        score_mc_generate(None, None, items, progress=False)
+
+
+# ------------------------------------------------------------------ any subject set (#7.1)
+
+def test_tables_for_subjects_outside_mmcu():
+    df = pd.DataFrame({"item_id": list("abcd"), "subject": ["agronomy", "agronomy", "chinese_history", "arts"],
+                       "mode": "loglik", "shots": 0, "correct": [True, False, True, True]})
+    table = mc_accuracy_table(df, n_boot=100)
+    assert list(table["subject"]) == ["agronomy", "arts", "chinese_history", "avg"]
+    assert table.set_index("subject").loc["avg", "mean"] == pytest.approx((50 + 100 + 100) / 3)

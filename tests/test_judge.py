@@ -13,7 +13,7 @@ import requests
 
 from helpers import judge
 from helpers.judge import (
-    CATEGORIES, JUDGE_PROMPT_VERSION, JudgeError, JudgeSettings, build_judge_messages,
+    CATEGORIES, JUDGE_PROMPT_VERSION, REFERENCE_FREE_CATEGORIES, JudgeError, JudgeSettings, build_judge_messages,
     judge_many, judge_one, judge_settings_from_env, parse_score,
 )
 from fake_openai_server import FakeJudgeServer, echo_reply
@@ -57,8 +57,8 @@ def cache_entries(cache_dir):
 def test_good_score_and_request_shape():
     with FakeJudgeServer(replies=["理由：答案正确。\n分数: 8"]) as srv:
         out = run_one(settings_for(srv))
-    assert out == {"score": 0.8, "raw": "理由：答案正确。\n分数: 8", "cached": False,
-                   "judge_model": "judge-test", "prompt_version": JUDGE_PROMPT_VERSION}
+    assert out == {"score": 0.8, "raw": "理由：答案正确。\n分数: 8", "cached": False, "judge_model": "judge-test",
+                   "endpoint": srv.base_url, "rubric": "cookbook", "prompt_version": JUDGE_PROMPT_VERSION}
     (req,) = srv.requests
     assert req["path"] == "/v1/chat/completions"
     assert req["json"]["model"] == "judge-test" and req["json"]["temperature"] == 0
@@ -162,14 +162,45 @@ def test_connection_refused_is_retried(delays):
 
 def test_second_run_hits_cache_with_zero_requests(tmp_path):
     cache = str(tmp_path / "judge-cache")
+    with FakeJudgeServer(replies=["分数: 8", "分数: 1"]) as srv:
+        first = run_one(settings_for(srv, cache_path=cache))
+        second = run_one(settings_for(srv, cache_path=cache))
+    assert len(srv.requests) == 1
+    assert first["cached"] is False and second["cached"] is True
+    assert second["score"] == first["score"] == 0.8 and second["raw"] == first["raw"]
+    assert len(cache_entries(cache)) == 1
+
+
+def test_cache_is_keyed_by_endpoint(tmp_path):
+    """Issue 7.8: the same model name at another URL is another judge, so its verdicts are its own."""
+    cache = str(tmp_path / "judge-cache")
     with FakeJudgeServer(replies=["分数: 8"]) as srv:
         first = run_one(settings_for(srv, cache_path=cache))
     with FakeJudgeServer(replies=["分数: 1"]) as srv2:
         second = run_one(settings_for(srv2, cache_path=cache))
-        assert srv2.requests == []
-    assert first["cached"] is False and second["cached"] is True
-    assert second["score"] == first["score"] == 0.8 and second["raw"] == first["raw"]
-    assert len(cache_entries(cache)) == 1
+        assert len(srv2.requests) == 1
+    assert (first["score"], second["score"]) == (0.8, 0.1) and second["cached"] is False
+    assert len(cache_entries(cache)) == 2
+
+
+def test_cache_is_keyed_by_rubric_category_and_reference(tmp_path):
+    cache = str(tmp_path / "c")
+    with FakeJudgeServer(replies=["分数: 8", "得分: 0.8", "分数: 7", "分数: 6"]) as srv:
+        run_one(settings_for(srv, cache_path=cache))
+        assert run_one(settings_for(srv, cache_path=cache, rubric="belle"))["score"] == pytest.approx(0.8)
+        run_one(settings_for(srv, cache_path=cache), {**ITEM, "category": "classification"})
+        run_one(settings_for(srv, cache_path=cache), {**ITEM, "reference": "二"})
+    assert len(srv.requests) == 4 and len(cache_entries(cache)) == 4
+
+
+def test_a_cache_entry_of_another_endpoint_is_not_trusted(tmp_path):
+    cache = tmp_path / "c"
+    with FakeJudgeServer(replies=["分数: 8"]) as srv:
+        run_one(settings_for(srv, cache_path=str(cache)))
+        (entry,) = cache.glob("*.json")
+        entry.write_text(entry.read_text(encoding="utf-8").replace(srv.base_url, "http://elsewhere:1/v1"),
+                         encoding="utf-8")
+        assert run_one(settings_for(srv, cache_path=str(cache)))["cached"] is False
 
 
 def test_cache_is_keyed_by_judge_model_and_inputs(tmp_path):
@@ -317,7 +348,6 @@ def test_judge_many_checks_fields_before_any_request():
     ("【分数】：6", 0.6),
     ("得分: 4", 0.4),
     ("分数: 0", 0.0),
-    ("分数: 85/100", 0.85),
     ("回答较好。\n分数: 3\n复核后修正。\n分数: 5", 0.5),  # the last score line wins
     ("分数为 6 分", 0.6),
 ])
@@ -331,6 +361,71 @@ def test_parse_score_out_of_range(text):
         parse_score(text)
 
 
+# ---------------------------------------------------------------------------------------------- scales (#7.9)
+
+@pytest.mark.parametrize("text, scale, expected", [
+    ("得分: 0.8", 1, 0.8),  # Belle's 0-1 scale: 0.8 stays 0.8, never 0.08
+    ("得分：1", 1, 1.0), ("得分: 0", 1, 0.0), ("得分: 0.75/1", 1, 0.75), ("理由……\n得分: 0.35", 1.0, 0.35),
+    ("分数: 8", 10, 0.8), ("分数: 7.5", 10, 0.75), ("Score: 8/10", 10, 0.8), ("分数: 1", 10, 0.1),
+])
+def test_parse_score_reads_the_declared_scale(text, scale, expected):
+    assert parse_score(text, scale) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text, scale, message", [
+    ("得分: 0.8", 10, "ambiguous.*a 0-1 score"),  # 0.8 on a 0-10 rubric: the judge likely meant 0.8 of 1
+    ("得分: 8", 1, "out of range 0-1"),
+    ("得分: 8/10", 1, "ambiguous.*0-1"),
+    ("分数: 85/100", 10, "ambiguous.*0-10"),
+    ("得分: 0.6-0.8", 1, "ambiguous"),
+    ("分数: 7到8", 10, "ambiguous"),
+])
+def test_parse_score_refuses_other_scales(text, scale, message):
+    with pytest.raises(JudgeError, match=message):
+        parse_score(text, scale)
+
+
+def test_belle_rubric_scores_on_0_1_and_the_default_rubric_reasks_a_0_1_reply(tmp_path):
+    cache = str(tmp_path / "c")
+    with FakeJudgeServer(replies=["回答正确。\n得分: 0.8"]) as srv:
+        out = run_one(settings_for(srv, cache_path=cache, rubric="belle"))
+    assert out["score"] == pytest.approx(0.8) and out["rubric"] == "belle"
+    system = srv.requests[0]["json"]["messages"][0]["content"]
+    assert "0 到 1" in system and "得分: X" in system
+    with FakeJudgeServer(replies=["得分: 0.8"]) as srv:  # the 0-10 rubric, answered on 0-1: re-asked, then fails
+        with pytest.raises(JudgeError, match="ambiguous"):
+            run_one(settings_for(srv, cache_path=cache))
+    assert len(srv.requests) == 2 and "0 到 10" in srv.requests[1]["json"]["messages"][-1]["content"]
+    assert len(cache_entries(cache)) == 1  # the ambiguous verdict was never cached
+
+
+def test_an_ambiguous_reply_then_a_clear_one_is_cached_once(tmp_path):
+    cache = str(tmp_path / "c")
+    with FakeJudgeServer(replies=["分数: 0.8", "分数: 8"]) as srv:
+        out = run_one(settings_for(srv, cache_path=cache))
+    assert out["score"] == pytest.approx(0.8) and out["raw"] == "分数: 8" and len(srv.requests) == 2
+    assert len(cache_entries(cache)) == 1
+
+
+# ---------------------------------------------------------------------------------------------- base_url (#7.10)
+
+@pytest.mark.parametrize("url", ["api.openai.com/v1", "localhost:8000/v1", "ftp://host/v1", "http://", "https:///v1",
+                                 "http://host:port/v1", "", None])
+def test_base_url_without_scheme_or_host_is_a_clear_error(url, monkeypatch):
+    with pytest.raises(JudgeError, match=r"is not an http\(s\) URL with a host.*https://api.openai.com/v1"):
+        JudgeSettings(base_url=url, model="m")
+    monkeypatch.setenv("JUDGE_MODEL", "m")
+    if url:
+        with pytest.raises(JudgeError, match="not an http"):
+            judge_settings_from_env(base_url=url)
+
+
+def test_base_url_is_normalised_and_rubric_checked():
+    assert JudgeSettings(base_url="https://api.example.com/v1/", model="m").base_url == "https://api.example.com/v1"
+    with pytest.raises(JudgeError, match="unknown judge rubric 'gpt'.*cookbook, belle"):
+        JudgeSettings(base_url="http://127.0.0.1:9/v1", model="m", rubric="gpt")
+
+
 def test_parse_score_unparseable_quotes_the_start():
     text = "这个回答很好" + "啊" * 300
     with pytest.raises(JudgeError, match="unparseable judge reply") as err:
@@ -338,17 +433,31 @@ def test_parse_score_unparseable_quotes_the_start():
     assert text[:200] in str(err.value) and text[:201] not in str(err.value)
 
 
-def test_every_category_has_its_own_prompt():
+@pytest.mark.parametrize("rubric, scale_text, line", [("cookbook", "0 到 10", "分数: N"), ("belle", "0 到 1", "得分: X")])
+def test_every_category_has_its_own_prompt(rubric, scale_text, line):
     users = set()
     for category in CATEGORIES:
-        msgs = build_judge_messages(category, "问题Q", "参考R", "回答A")
+        msgs = build_judge_messages(category, "问题Q", "参考R", "回答A", rubric)
         assert [m["role"] for m in msgs] == ["system", "user"]
-        assert "分数: N" in msgs[0]["content"] and "0 到 10" in msgs[0]["content"]
-        assert all(part in msgs[1]["content"] for part in ("问题Q", "参考R", "回答A"))
+        assert line in msgs[0]["content"] and scale_text in msgs[0]["content"]  # the rubric states its scale
+        assert all(part in msgs[1]["content"] for part in ("问题Q", "回答A"))
+        assert ("参考R" in msgs[1]["content"]) == (category not in REFERENCE_FREE_CATEGORIES)
         users.add(msgs[1]["content"])
     assert len(users) == len(CATEGORIES) == 10
     assert "最终答案" in build_judge_messages("math", "q", "r", "a")[1]["content"]
     assert "忠实" in build_judge_messages("close_qa", "q", "r", "a")[1]["content"]
+
+
+@pytest.mark.parametrize("rubric", ["cookbook", "belle"])
+def test_open_categories_and_empty_references_are_judged_without_a_reference(rubric):
+    """Issue 7.2: Belle judges brainstorming, generation and rewrite without a reference; so do we."""
+    assert set(REFERENCE_FREE_CATEGORIES) == {"brainstorm", "generation", "rewrite"}
+    for category, reference in [("generation", ""), ("brainstorm", "有参考也不用"), ("math", ""), ("code", "  ")]:
+        system, user = (m["content"] for m in build_judge_messages(category, "问题Q", reference, "回答A", rubric))
+        assert "【参考答案】" not in user and "没有标准答案" in system
+        assert "参考答案" not in system.replace("没有标准答案", "")  # no mention of a reference it never sees
+    system, user = (m["content"] for m in build_judge_messages("math", "问题Q", "2", "回答A", rubric))
+    assert "【参考答案】\n2" in user and ("参考答案" in system or "标准答案" in system)
 
 
 def test_unknown_category_lists_valid_ones():

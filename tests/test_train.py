@@ -39,8 +39,8 @@ def test_loss_falls_and_result_is_complete(tiny_dir, smoke_examples, tmp_path):
     assert not list((tmp_path / "adapter").glob("adapter_model.bin"))
 
 
-def test_prompt_tokens_are_masked(tiny_dir, smoke_examples, tmp_path):
-    """Labels are -100 exactly on the prompt: the loss is on the answer (and eos) only."""
+def test_trl_trains_on_our_labels_as_given(tiny_dir, smoke_examples, tmp_path):
+    """SFTTrainer keeps our tokenized rows and labels unchanged (it must not re-tokenize or re-mask them)."""
     from trl import SFTTrainer
 
     from helpers.peft_methods import build_lora_config, prepare_for_training
@@ -50,11 +50,13 @@ def test_prompt_tokens_are_masked(tiny_dir, smoke_examples, tmp_path):
     model = prepare_for_training(model, build_lora_config(profile))
     trainer = SFTTrainer(model=model, args=sft_config(profile, tmp_path, batch_size=1, grad_accum=1),
                          train_dataset=ds, processing_class=tok)
-    row = trainer.train_dataset[0]
-    n_prompt = len(tok(ds[0]["prompt"], add_special_tokens=False)["input_ids"])
-    labels = row["labels"]
-    assert all(x == -100 for x in labels[:n_prompt])
-    assert all(x != -100 for x in labels[n_prompt:]) and labels[-1] == tok.eos_token_id
+    assert len(trainer.train_dataset) == len(ds)
+    for ours, theirs in zip(ds, trainer.train_dataset):
+        assert (theirs["input_ids"], theirs["labels"]) == (ours["input_ids"], ours["labels"])
+    labels = ds[0]["labels"]
+    assert labels[0] == -100 and labels[-1] == tok.eos_token_id  # prompt masked, answer ends with eos
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    assert batch["labels"][0, :len(labels)].tolist() == labels
 
 
 def test_guard_rejects_batch_without_supervised_tokens():

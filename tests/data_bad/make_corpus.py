@@ -223,6 +223,157 @@ CRLF = '{"instruction": "第一行", "output": "一"}\r\n{"instruction": "第二
 
 UNSUPPORTED_CSV = "instruction,output\n你好,你好！\n"
 
+# Issue 7 item 6: null means missing, whatever the format.
+NULL_ONLY_FIELDS = (
+    '{"instruction": null, "input": null, "output": null}\n'
+    '{"conversations": null, "id": 3}\n'
+    '{"instruction": "你好", "output": "你好！"}\n'
+    '{"instruction": null, "output": null, "conversations": null}\n'
+)
+
+# Issue 7 item 7: a minified JSON array is one line, so records are named by index.
+ONE_LINE_ARRAY = (
+    '[{"instruction": "一", "output": "1"}, {"instruction": "二"}, {"instruction": "一", "output": "1"},'
+    ' {"instruction": "三", "output": "3"}]'
+)
+
+# Issue 7 item 14: LLaMA-Factory's ShareGPT tool-call format (glaive_toolcall_zh_demo.json), plus broken turns.
+TOOLCALL = r"""[
+  {
+    "conversations": [
+      {"from": "human", "value": "帮我算一下 3 乘 4。"},
+      {"from": "function_call", "value": "{\"name\": \"multiply\", \"arguments\": {\"a\": 3, \"b\": 4}}"},
+      {"from": "observation", "value": "{\"result\": 12}"},
+      {"from": "gpt", "value": "3 乘 4 等于 12。"}
+    ],
+    "tools": "[{\"name\": \"multiply\", \"description\": \"两数相乘\", \"parameters\": {\"type\": \"object\", \"properties\": {\"a\": {\"type\": \"number\"}, \"b\": {\"type\": \"number\"}}, \"required\": [\"a\", \"b\"]}}]"
+  },
+  {
+    "conversations": [
+      {"from": "human", "value": "你好"},
+      {"from": "gpt", "value": "你好！需要我帮你算点什么吗？"}
+    ],
+    "tools": "[{\"name\": \"multiply\", \"description\": \"两数相乘\", \"parameters\": {\"type\": \"object\", \"properties\": {}}}]"
+  },
+  {
+    "conversations": [
+      {"from": "human", "value": "讲个笑话"},
+      {"from": "gpt", "value": "从前有座山……"}
+    ],
+    "tools": "[]"
+  },
+  {
+    "conversations": [
+      {"from": "human", "value": "查一下北京天气"},
+      {"from": "gpt", "value": "好的，我来查询。"},
+      {"from": "observation", "value": "{\"weather\": \"晴\"}"},
+      {"from": "gpt", "value": "北京今天晴。"},
+      {"from": "human", "value": "谢谢"},
+      {"from": "gpt", "value": "不客气！"}
+    ],
+    "tools": "[{\"name\": \"get_weather\", \"parameters\": {\"type\": \"object\", \"properties\": {\"city\": {\"type\": \"string\"}}}}]"
+  },
+  {
+    "conversations": [
+      {"from": "human", "value": "算 1 加 1"},
+      {"from": "function_call", "value": "add(1, 1)"},
+      {"from": "observation", "value": "2"},
+      {"from": "gpt", "value": "等于 2。"}
+    ],
+    "tools": "[{\"name\": \"add\"}]"
+  },
+  {
+    "conversations": [
+      {"from": "observation", "value": "{}"},
+      {"from": "gpt", "value": "没有问题。"}
+    ],
+    "tools": "[]"
+  },
+  {
+    "conversations": [
+      {"from": "human", "value": "你好"},
+      {"from": "gpt", "value": "你好！"}
+    ],
+    "tools": "[{\"name\": \"broken\""
+  }
+]
+"""
+
+# OpenAI-style messages with tool_calls and tool results (two calls answered in parallel).
+MESSAGES_TOOLS = (
+    '{"messages": [{"role": "user", "content": "北京和上海哪里更热？"}, {"role": "assistant", "content": null,'
+    ' "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"北京\\"}"}},'
+    ' {"type": "function", "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"上海\\"}"}}]},'
+    ' {"role": "tool", "content": "30"}, {"role": "tool", "content": "33"},'
+    ' {"role": "assistant", "content": "上海更热。"}],'
+    ' "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]}\n'
+    '{"messages": [{"role": "user", "content": "你好"}, {"role": "tool", "content": "30"},'
+    ' {"role": "assistant", "content": "嗯"}]}\n'
+)
+
+# LLaMA-Factory's alpaca format with history and a system prompt.
+ALPACA_HISTORY = """[
+  {
+    "instruction": "那上海呢？",
+    "input": "",
+    "output": "上海是中国的经济中心。",
+    "system": "你是地理老师。",
+    "history": [["北京是哪个国家的首都？", "北京是中国的首都。"], ["它有多少人口？", "约两千万。"]]
+  },
+  {"instruction": "你好", "output": "你好！", "history": [["只有一半"]]}
+]
+"""
+
+# Belle multiturn_chat_0.8M: earlier turns live in the instruction text.
+BELLE_MULTITURN = (
+    '{"instruction": "Human:写一句春天的诗\\nAssistant:春风又绿江南岸。\\nHuman:再来一句\\nAssistant:", "input": "",'
+    ' "output": "春眠不觉晓。"}\n'
+    '{"instruction": "Human:只有一轮\\nAssistant:", "input": "", "output": "好的。"}\n'
+    '{"instruction": "请解释 Human: 这个词", "input": "", "output": "它的意思是人类。"}\n'
+)
+
+# pCLUE ships JSON Lines in files named .json.
+PCLUE = (
+    '{"input": "这是关于哪方面的新闻？球队夺冠\\n选项：体育，财经\\n答案：", "target": "体育",'
+    ' "answer_choices": ["体育", "财经"], "type": "classify"}\n'
+    '{"input": "从上面的段落中产生一个问题：长江是中国最长的河流。", "target": "中国最长的河流是哪条？",'
+    ' "type": "mrc"}\n'
+    '{"input": "“下雨了”我们能推断“地面湿了”吗？是的,不是,或也许？\\n答案：", "target": "是的",'
+    ' "answer_choices": "", "type": "nli"}\n'
+    '{"input": "没有目标的任务", "target": null, "type": "generate"}\n'
+)
+
+XP3 = (
+    '{"inputs": "把下面的句子翻译成英文：我爱你", "targets": "\\nI love you"}\n'
+    '{"inputs": "1+1=?", "targets": "   "}\n'
+)
+
+# C-Eval style exam items with explanations (the SAMPLES helper's exam_explained_zh.jsonl).
+EXAM_EXPLAINED = (
+    '{"subject": "math", "question": "2+3=?", "A": "4", "B": "5", "C": "6", "D": "7", "answer": "B",'
+    ' "explanation": "2 加 3 等于 5。"}\n'
+    '{"subject": "physics", "question": "光速约为多少？", "A": "3e8 m/s", "B": "3e5 m/s", "C": "340 m/s",'
+    ' "D": "1 m/s", "answer": "A", "explanation": ""}\n'
+    '{"subject": "math", "question": "1+1=?", "A": "1", "B": "2", "C": "3", "D": "4", "answer": "E"}\n'
+    '{"subject": "math", "question": "2+2=?", "A": "4", "B": "5", "C": "6", "answer": "A"}\n'
+)
+
+# COIG exam_instructions.jsonl fields.
+COIG_EXAM = (
+    '{"textbox_q_instruction": "请回答下面的选择题。", "textbox_q_context": "", "textbox_question":'
+    ' "中国的首都是？A. 上海 B. 北京", "textbox_answer": "B", "textbox_answer_analysis": "北京是首都。"}\n'
+    '{"textbox_q_instruction": "", "textbox_q_context": "材料：水在 0 摄氏度结冰。", "textbox_question":'
+    ' "水在几度结冰？", "textbox_answer": "0 摄氏度", "textbox_answer_analysis": ""}\n'
+)
+
+# Chain-of-thought with the rationale in its own field.
+COT_FIELDS = (
+    '{"question": "小明有 3 个苹果，又买了 2 个，现在有几个？", "rationale": "原有 3 个，加上 2 个，3+2=5。",'
+    ' "answer": "5 个"}\n'
+    '{"instruction": "计算 6 除以 2", "input": "", "chain_of_thought": "6 平均分成 2 份，每份 3。", "answer": "3"}\n'
+    '{"question": "缺少答案", "rationale": "无"}\n'
+)
+
 
 def corpus() -> dict[str, bytes]:
     """Return {file name: exact bytes} for every corpus file."""
@@ -260,6 +411,17 @@ def corpus() -> dict[str, bytes]:
         "crlf.jsonl": CRLF,
         "blank_lines.jsonl": BLANK_LINES,
         "unsupported.csv": UNSUPPORTED_CSV,
+        "null_only_fields.jsonl": NULL_ONLY_FIELDS,
+        "one_line_array.json": ONE_LINE_ARRAY,
+        "toolcall_sharegpt.json": TOOLCALL,
+        "messages_tools.jsonl": MESSAGES_TOOLS,
+        "alpaca_history.json": ALPACA_HISTORY,
+        "belle_multiturn.jsonl": BELLE_MULTITURN,
+        "pclue.json": PCLUE,
+        "xp3.jsonl": XP3,
+        "exam_explained.jsonl": EXAM_EXPLAINED,
+        "coig_exam.jsonl": COIG_EXAM,
+        "cot_fields.jsonl": COT_FIELDS,
     }
     files = {name: text.encode("utf-8") for name, text in texts.items()}
     files.update(_encoding_cases())

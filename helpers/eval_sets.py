@@ -1,4 +1,4 @@
-"""Benchmark loaders: Belle-eval (open instructions) and Chinese exams (MMCU, CMMLU, C-Eval) as DataFrames.
+"""Evaluation sets: Belle-eval (open instructions) and Chinese exams (MMCU, CMMLU, C-Eval) as DataFrames.
 
 Every loader returns the same columns whatever the source format, so the scoring code in
 `helpers.evaluate` never looks at file formats:
@@ -9,7 +9,9 @@ Sources are local files, http(s) URLs (downloaded once into cache_dir("benchmark
 """
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -25,6 +27,7 @@ __all__ = [
     "BELLE_COLUMNS",
     "EXAM_COLUMNS",
     "EXAM_SUBJECTS",
+    "SPLITS",
     "CMMLU_SUBJECTS",
     "CEVAL_SUBJECTS",
     "BenchmarkError",
@@ -164,23 +167,62 @@ def _local(source) -> Path:
     return path
 
 
-def _read_records(path: Path) -> list[dict]:
-    """Records of a JSON array or JSONL file (Belle's eval_set.json is one object per line)."""
-    from .data import DataError, InvalidLine, iter_json_text, read_text  # the training-data parser, reused
+def _text(path: Path) -> str:
+    from .data import DataError, read_text  # the training-data decoder (UTF-8, BOM, GB18030), reused
 
-    text, _ = read_text(path)
+    try:
+        return read_text(path)[0]
+    except DataError as err:  # its message already names the file
+        raise BenchmarkError(str(err)) from None
+
+
+def _read_records(path: Path) -> list[tuple[int, dict]]:
+    """(line, record) for each object of a JSON array or JSONL file (Belle's eval_set.json is JSONL)."""
+    from .data import DataError, InvalidLine, iter_json_text
+
     rows = []
     try:
-        for line, rec in iter_json_text(text, path):
+        for line, rec in iter_json_text(_text(path), path):
             if isinstance(rec, InvalidLine):
                 raise BenchmarkError(f"{path}: invalid JSON at line {line} ({rec.message})")
             if not isinstance(rec, dict):
                 raise BenchmarkError(f"{path}: expected a JSON array of objects or one JSON object per line "
                                      f"(line {line} holds a {type(rec).__name__})")
-            rows.append(rec)
+            rows.append((line, rec))
     except DataError as err:
         raise BenchmarkError(f"{path}: invalid JSON ({err})") from None
     return rows
+
+
+def _csv_records(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """The header and (line, {column: value}) per row; a row with more or fewer fields is an error."""
+    # csv instead of pandas: pandas pads a short row with NaN (so columns silently shift) and its
+    # ParserError names no file. Line numbers are where a row starts (quoted fields may span lines).
+    reader = csv.reader(io.StringIO(_text(path), newline=""))
+    rows, start = [], 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise BenchmarkError(f"{path}: empty file (expected a header such as ,Question,A,B,C,D,Answer)")
+        start = reader.line_num + 1
+        for row in reader:
+            if any(cell.strip() for cell in row):  # a blank line is not a record
+                if len(row) != len(header):
+                    raise BenchmarkError(
+                        f"{path}: line {start}: {len(row)} fields where the header has {len(header)} "
+                        f"({','.join(header)}): a field is missing or an unquoted comma splits one")
+                rows.append((start, dict(zip(header, row))))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise BenchmarkError(f"{path}: line {start}: malformed CSV ({err})") from None
+    return header, rows
+
+
+def _check_unique_ids(df: pd.DataFrame, source) -> None:
+    dup = df.loc[df["item_id"].duplicated(), "item_id"]
+    if len(dup):
+        raise BenchmarkError(f"{source}: {len(dup)} duplicate item id(s), e.g. {', '.join(map(repr, dup[:3]))}: "
+                             "ids must be unique (two files of one subject in the same split?)")
 
 
 def _round_robin(df: pd.DataFrame, group_col: str, limit: int | None, order=()) -> pd.DataFrame:
@@ -197,17 +239,47 @@ def _round_robin(df: pd.DataFrame, group_col: str, limit: int | None, order=()) 
 # ------------------------------------------------------------------------------------------ Belle-eval
 
 
+def _text_field(rec: dict, key: str, where: str, *, allow_empty: bool = False) -> str:
+    value = rec[key]
+    if value is None and allow_empty:
+        return ""  # null means missing: for a reference, the same as Belle's "" (no reference)
+    if value is None or isinstance(value, (bool, dict, list)):
+        raise BenchmarkError(f"{where}: field {key!r} is {_kind(value)}, expected text")
+    text = str(value).strip()
+    if not text and not allow_empty:
+        raise BenchmarkError(f"{where}: field {key!r} is empty")
+    return text
+
+
+def _kind(value) -> str:
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _belle_row(rec: dict, i: int, line: int, path: Path) -> dict:
+    where = f"{path}: record {i} (line {line})"
+    missing = [k for k in ("question", "std_answer", "class") if k not in rec]
+    if missing:
+        raise BenchmarkError(f"{where} lacks {', '.join(missing)}")
+    try:
+        category = normalise_category(_text_field(rec, "class", where))
+    except ValueError as err:
+        raise BenchmarkError(f"{where}: field 'class': {err}") from None
+    item_id = rec.get("id")
+    return {"item_id": str(i if item_id is None else item_id), "category": category,
+            "question": _text_field(rec, "question", where),
+            "reference": _text_field(rec, "std_answer", where, allow_empty=True)}
+
+
 def load_belle_eval(source, limit: int | None = None) -> pd.DataFrame:
-    """Belle-eval (JSON array or JSONL of question/std_answer/class) as item_id, category, question, reference."""
+    """Belle-eval (JSON array or JSONL of question/std_answer/class) as item_id, category, question, reference.
+
+    An empty (or null) std_answer is kept as reference "": Belle leaves it empty for brainstorming,
+    generation and most rewrite items, which it judges without a reference (see helpers.judge).
+    """
     path = _local(source)
-    rows = []
-    for i, rec in enumerate(_read_records(path)):
-        missing = [k for k in ("question", "std_answer", "class") if k not in rec]
-        if missing:
-            raise BenchmarkError(f"{path}: record {i} lacks {', '.join(missing)}")
-        rows.append({"item_id": str(rec.get("id", i)), "category": normalise_category(rec["class"]),
-                     "question": str(rec["question"]), "reference": str(rec["std_answer"])})
-    df = pd.DataFrame(rows, columns=BELLE_COLUMNS)
+    df = pd.DataFrame([_belle_row(rec, i, line, path) for i, (line, rec) in enumerate(_read_records(path))],
+                      columns=BELLE_COLUMNS)
+    _check_unique_ids(df, path)
     return _round_robin(df, "category", limit, BELLE_CATEGORIES)
 
 
@@ -215,15 +287,23 @@ def load_belle_eval(source, limit: int | None = None) -> pd.DataFrame:
 
 # An option letter starts the text or follows whitespace/punctuation, then a separator: "A:", "A．", "B、".
 _MARK = r"(?:^|(?<=[\s;；,，。])){}\s*[:：.．、)）]\s*"
+SPLITS = ("test", "val", "dev")
+# What each requested split accepts from files marked by name: C-Eval hides its test answers, so its
+# val split is the scored one and stands in for "test"; exemplars come only from dev.
+_ACCEPTS = {"test": ("test", "val"), "val": ("val",), "dev": ("dev",)}
 
 
-def _letters(answer) -> str:
-    """Answer letters as a sorted, de-duplicated upper-case string ("b" -> "B", "C,A" -> "AC")."""
-    text = "".join(answer) if isinstance(answer, list) else str(answer)
-    return "".join(sorted(set(re.findall(r"[A-D]", unicodedata.normalize("NFKC", text).upper()))))
+def _answer_letters(answer, where: str, field: str) -> str:
+    """Answer letters as a sorted, de-duplicated string ("b" -> "B", "C,A" -> "AC"); anything else is an error."""
+    text = "".join(map(str, answer)) if isinstance(answer, list) else answer
+    letters = re.sub(r"[\s,，、;；/&和]+", "", unicodedata.normalize("NFKC", text).upper()) \
+        if isinstance(text, str) else ""
+    if not re.fullmatch(r"[A-D]+", letters):
+        raise BenchmarkError(f"{where}: field {field!r} is {answer!r}, not option letters A-D (e.g. 'B' or 'AC')")
+    return "".join(sorted(set(letters)))
 
 
-def _split_options(options) -> dict:
+def _split_options(options, where: str) -> dict:
     """MMCU's option string "A:..\\nB:.." (also "A." / "A：" / a list) as {"A": .., "B": .., ...}."""
     if isinstance(options, list):
         options = "\n".join(str(o) for o in options)
@@ -232,54 +312,116 @@ def _split_options(options) -> dict:
     for letter in "ABCD":  # in order, so an "A." inside option B's text cannot be taken for option A
         mark = re.compile(_MARK.format(letter)).search(text, pos)
         if mark is None:
-            raise BenchmarkError(f"could not find option {letter} in {str(options)[:80]!r}")
+            raise BenchmarkError(f"{where}: field '选项': could not find option {letter} in {str(options)[:80]!r}")
         marks.append(mark)
         pos = mark.end()
     ends = [m.start() for m in marks[1:]] + [len(text)]
     return {m.group(0).strip()[0]: text[m.end():end].strip() for m, end in zip(marks, ends)}
 
 
-def _exam_row(item_id: str, subject, question, options: dict, answer) -> dict:
-    return {"item_id": item_id, "subject": normalise_subject(subject), "question": str(question).strip(),
-            **{k: str(options[k]).strip() for k in "ABCD"}, "answer": _letters(answer)}
+def _exam_row(where: str, item_id: str, subject, rec: dict, names: dict) -> dict:
+    """One exam item from `rec`, whose fields are named by `names` (question, A-D, answer -> source field)."""
+    row = {"item_id": item_id, "subject": normalise_subject(subject),
+           "question": _text_field(rec, names["question"], where)}
+    for letter in "ABCD":
+        row[letter] = _text_field(rec, names[letter], where)
+    row["answer"] = _answer_letters(rec[names["answer"]], where, names["answer"])
+    return row
 
 
-def _exam_from_record(rec: dict, i: int, stem: str) -> dict:
-    item_id = str(rec.get("id", f"{stem}-{i}"))
-    if "题目" in rec:  # MMCU
-        options = _split_options(rec["选项"])
-        return _exam_row(item_id, rec.get("类别", stem), rec["题目"], options, rec["答案"])
-    if "question" in rec and all(k in rec for k in "ABCD"):  # our sample format
-        return _exam_row(item_id, rec.get("subject", stem), rec["question"], rec, rec["answer"])
-    raise BenchmarkError(f"record {i} of {stem}: neither MMCU keys (题目/选项/答案) nor question/A-D/answer")
+_PLAIN_NAMES = {"question": "question", **{k: k for k in "ABCD"}, "answer": "answer"}
+
+
+def _exam_from_record(rec: dict, i: int, line: int, path: Path) -> dict:
+    where, stem = f"{path}: record {i} (line {line})", _subject_stem(path)
+    item_id = str(rec["id"]) if rec.get("id") is not None else f"{stem}-{i}"
+    if "题目" in rec:  # MMCU: options in one string
+        missing = [k for k in ("题目", "选项", "答案") if k not in rec]
+        if missing:
+            raise BenchmarkError(f"{where} lacks {', '.join(missing)}")
+        fields = {"题目": rec["题目"], **_split_options(rec["选项"], where), "答案": rec["答案"]}
+        names = {"question": "题目", **{k: k for k in "ABCD"}, "answer": "答案"}
+        return _exam_row(where, item_id, rec.get("类别") or stem, fields, names)
+    if all(k in rec for k in _PLAIN_NAMES.values()):  # our sample format
+        return _exam_row(where, item_id, rec.get("subject") or stem, rec, _PLAIN_NAMES)
+    raise BenchmarkError(f"{where}: neither MMCU keys (题目/选项/答案) nor question/A-D/answer")
+
+
+def _subject_stem(path: Path) -> str:
+    return re.sub(r"_(dev|val|test)$", "", path.stem, flags=re.I)
 
 
 def _exam_from_csv(path: Path) -> pd.DataFrame:
     """A CMMLU or C-Eval CSV; the subject comes from the file name (C-Eval's _dev/_val/_test dropped)."""
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    cols = {c.lower(): c for c in raw.columns}
+    header, records = _csv_records(path)
+    names = _column_names(header, path)
+    stem = _subject_stem(path)
+    rows = [_exam_row(f"{path}: line {line}", f"{stem}-{r[names['id']].strip() if 'id' in names else i}", stem,
+                      r, names) for i, (line, r) in enumerate(records)]
+    return pd.DataFrame(rows, columns=EXAM_COLUMNS)
+
+
+def _column_names(header, where) -> dict:
+    """{question, A-D, answer[, id]} -> the header's own spelling (CMMLU: Question/Answer, C-Eval: lower case)."""
+    cols = {str(c).strip().lower(): c for c in header}
     if "answer" not in cols:
-        raise BenchmarkError(f"{path}: no Answer column (C-Eval's test split hides answers; use its val split)")
+        raise BenchmarkError(f"{where}: no Answer column (C-Eval's test split hides its answers: use its val "
+                             "split, the val/ folder or the *_val.csv files)")
     missing = [c for c in ("question", "a", "b", "c", "d") if c not in cols]
     if missing:
-        raise BenchmarkError(f"{path}: missing column(s) {', '.join(missing)}")
-    stem = re.sub(r"_(dev|val|test)$", "", path.stem)
-    ids = raw[cols["id"]] if "id" in cols else range(len(raw))
-    rows = [_exam_row(f"{stem}-{i}", stem, r[cols["question"]], {k: r[cols[k.lower()]] for k in "ABCD"},
-                      r[cols["answer"]]) for i, r in zip(ids, raw.to_dict("records"))]
-    return pd.DataFrame(rows, columns=EXAM_COLUMNS)
+        raise BenchmarkError(f"{where}: missing column(s) {', '.join(missing)} (header: {','.join(header)})")
+    names = {"question": cols["question"], **{k: cols[k.lower()] for k in "ABCD"}, "answer": cols["answer"]}
+    return names | ({"id": cols["id"]} if "id" in cols else {})
 
 
 def _exam_from_json(path: Path) -> pd.DataFrame:
-    rows = [_exam_from_record(rec, i, path.stem) for i, rec in enumerate(_read_records(path))]
+    rows = [_exam_from_record(rec, i, line, path) for i, (line, rec) in enumerate(_read_records(path))]
     return pd.DataFrame(rows, columns=EXAM_COLUMNS)
 
 
-def _exam_from_dir(path: Path) -> pd.DataFrame:
-    files = sorted(path.glob("*.csv"))
+def _split_mark(path: Path) -> str | None:
+    """The split a file or folder is marked as: a _dev/_val/_test name, or a dev/val/test folder."""
+    named = re.search(r"_(dev|val|test)$", path.stem, flags=re.I)
+    if named:
+        return named.group(1).lower()
+    return path.name.lower() if path.is_dir() and path.name.lower() in SPLITS else None
+
+
+def _file_split(path: Path, root: Path | None = None) -> str | None:
+    """A file's split: marked by its own name, else by its folder (dev/x.csv), else by the folder loaded."""
+    folders = [path.parent] + ([root] if root is not None else [])
+    return _split_mark(path) or next((m for m in map(_split_mark, folders) if m), None)
+
+
+def _pick_split(marks: dict, split: str, where: Path) -> list[Path]:
+    """The files of one split; unmarked files are the scored split (or all of it, if nothing is marked)."""
+    chosen = [f for f, m in marks.items() if m == split or (split == "test" and m is None)]
+    if not chosen and split == "test":
+        chosen = [f for f, m in marks.items() if m == "val"]  # C-Eval: val is the scored split
+    if not chosen and not any(marks.values()):
+        chosen = list(marks)  # a folder with no split marks is whatever split it is asked for
+    if not chosen:
+        found = ", ".join(sorted({m or "unmarked" for m in marks.values()}))
+        raise BenchmarkError(f"{where}: no {split} files here (found: {found})")
+    return sorted(chosen)
+
+
+def _exam_from_dir(path: Path, split: str) -> pd.DataFrame:
+    """CMMLU (test/ + dev/), C-Eval (dev/ val/ test/) or a flat folder of *.csv; one split, never mixed."""
+    files = sorted(path.glob("*.csv")) + sorted(f for s in SPLITS for f in (path / s).glob("*.csv"))
     if not files:
-        raise BenchmarkError(f"{path}: a directory source must hold CMMLU / C-Eval *.csv files; found none")
-    return pd.concat([_exam_from_csv(f) for f in files], ignore_index=True)
+        raise BenchmarkError(f"{path}: a directory source must hold CMMLU / C-Eval *.csv files (or test/ dev/ "
+                             "val/ folders of them); found none")
+    chosen = _pick_split({f: _file_split(f, path) for f in files}, split, path)
+    return pd.concat([_exam_from_csv(f) for f in chosen], ignore_index=True)
+
+
+def _exam_from_file(path: Path, split: str) -> pd.DataFrame:
+    mark = _file_split(path)
+    if mark is not None and mark not in _ACCEPTS[split]:
+        raise BenchmarkError(f"{path} is marked as the {mark} split (by its name or folder) but was loaded as "
+                             f"the {split} split: keep test and dev files apart (exam_data vs exam_dev_data)")
+    return _exam_from_csv(path) if path.suffix.lower() == ".csv" else _exam_from_json(path)
 
 
 def _load_hf_config(name: str, config: str, split: str):
@@ -303,9 +445,9 @@ def _hf_subject(name: str, group: str, config: str, split: str) -> pd.DataFrame:
             f"{exc}). This benchmark needs the hub once; `datasets` caches it afterwards (under HF_HOME). Run "
             "once online, or download CMMLU's CSV files and pass their directory instead."
         ) from exc
-    raw = ds.to_pandas().rename(columns=str.lower)
-    rows = [_exam_row(f"{config}-{i}", group, r["question"], {k: r[k.lower()] for k in "ABCD"}, r["answer"])
-            for i, r in enumerate(raw.to_dict("records"))]
+    where = f"{name} ({config}, split={split})"
+    names = _column_names(ds.column_names, where)
+    rows = [_exam_row(f"{where}: record {i}", f"{config}-{i}", group, r, names) for i, r in enumerate(ds)]
     return pd.DataFrame(rows, columns=EXAM_COLUMNS)
 
 
@@ -325,8 +467,12 @@ def _check_subjects(subjects) -> list[str] | None:
 def load_exam(source, limit: int | None = None, subjects=None, split: str = "test") -> pd.DataFrame:
     """Exam questions (sample JSONL, MMCU JSON, CMMLU/C-Eval CSV or folder, "hf:haonan-li/cmmlu") as one table.
 
-    `split` ("test" or "dev", the k-shot exemplars) applies to the hf source; a file is its own split.
+    `split` is "test" (scored; C-Eval's val stands in, its test answers being hidden), "val" or "dev" (the
+    k-shot exemplars). A folder gives only that split's files (CMMLU's test/ + dev/, C-Eval's dev/ val/
+    test/, or *_dev / *_val / *_test.csv side by side); a file marked as another split is an error.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     subjects = _check_subjects(subjects)
     text = str(source)
     if text.startswith("hf:"):
@@ -336,10 +482,8 @@ def load_exam(source, limit: int | None = None, subjects=None, split: str = "tes
         df = _exam_from_hf(text.removeprefix("hf:"), subjects, split)
     else:
         path = _local(source)
-        if path.is_dir():
-            df = _exam_from_dir(path)
-        else:
-            df = _exam_from_csv(path) if path.suffix.lower() == ".csv" else _exam_from_json(path)
+        df = _exam_from_dir(path, split) if path.is_dir() else _exam_from_file(path, split)
+    _check_unique_ids(df, source)
     if subjects is not None:
         df = df[df["subject"].isin(subjects)]
     return _round_robin(df.reset_index(drop=True), "subject", limit, EXAM_SUBJECTS)

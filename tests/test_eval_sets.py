@@ -1,4 +1,4 @@
-"""helpers.benchmarks: category/subject names, Belle-eval and exam loaders, URL cache, offline errors."""
+"""helpers.eval_sets: category/subject names, Belle-eval and exam loaders, URL cache, offline errors."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ import pytest
 import requests
 
 
-from helpers import benchmarks
-from helpers.benchmarks import (
+from helpers import eval_sets
+from helpers.eval_sets import (
     BELLE_CATEGORIES, BenchmarkError, cached_path, fetch, load_belle_eval, load_exam,
     normalise_category, normalise_subject,
 )
@@ -130,7 +130,7 @@ def test_url_source_uses_the_cached_file(monkeypatch):
     def no_download(url, dest):
         raise AssertionError("must not download when the file is cached")
 
-    monkeypatch.setattr(benchmarks, "_download", no_download)
+    monkeypatch.setattr(eval_sets, "_download", no_download)
     target = cached_path(URL)
     assert target.name.endswith("-eval_set.json")
     target.write_bytes((FIX / "eval_belle.jsonl").read_bytes())
@@ -144,7 +144,7 @@ def test_url_source_downloads_once(monkeypatch):
         calls.append(url)
         dest.write_bytes((FIX / "eval_belle.json").read_bytes())
 
-    monkeypatch.setattr(benchmarks, "_download", fake_download)
+    monkeypatch.setattr(eval_sets, "_download", fake_download)
     load_belle_eval(URL)
     load_belle_eval(URL)
     assert calls == [URL]
@@ -154,7 +154,7 @@ def test_offline_error_names_url_and_cache_path(monkeypatch):
     def offline(url, dest):
         raise requests.ConnectionError("Name or service not known")
 
-    monkeypatch.setattr(benchmarks, "_download", offline)
+    monkeypatch.setattr(eval_sets, "_download", offline)
     with pytest.raises(BenchmarkError) as err:
         load_belle_eval(URL)
     message = str(err.value)
@@ -272,7 +272,7 @@ def test_hf_source_maps_cmmlu_subjects(monkeypatch):
     df = load_exam("hf:haonan-li/cmmlu", subjects=["psychology", "法律"], split="dev")
     assert list(df.columns) == EXAM_COLUMNS
     assert calls[0] == ("haonan-li/cmmlu", "professional_psychology", "dev")
-    assert {c[1] for c in calls} == {"professional_psychology", *benchmarks.CMMLU_SUBJECTS["law"]}
+    assert {c[1] for c in calls} == {"professional_psychology", *eval_sets.CMMLU_SUBJECTS["law"]}
     assert set(df["subject"]) == {"psychology", "law"} and set(df["answer"]) == {"C"}
     assert df.loc[0, "item_id"] == "professional_psychology-0"
 
@@ -280,3 +280,201 @@ def test_hf_source_maps_cmmlu_subjects(monkeypatch):
 def test_hf_source_rejects_unmapped_subject():
     with pytest.raises(ValueError, match="agronomy"):
         load_exam("hf:haonan-li/cmmlu", subjects=["agronomy"])
+
+
+# ------------------------------------------------------------- public layouts, split by split (#7.4, #7.1)
+
+CMMLU_HEADER = ",Question,A,B,C,D,Answer\n"
+CEVAL_HEADER = "id,question,A,B,C,D,answer,explanation\n"
+
+
+def _cmmlu(path: Path, *rows: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(CMMLU_HEADER + "".join(f"{i},{r}\n" for i, r in enumerate(rows)), encoding="utf-8")
+    return path
+
+
+def _ceval(path: Path, *rows: str, answers: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = CEVAL_HEADER if answers else "id,question,A,B,C,D\n"
+    path.write_text(header + "".join(f"{i},{r}\n" for i, r in enumerate(rows)), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cmmlu_root(tmp_path):
+    """CMMLU's layout: data/test/<subject>.csv and data/dev/<subject>.csv, same file names in both."""
+    root = tmp_path / "data"
+    _cmmlu(root / "test" / "agronomy.csv", "测试题一,甲,乙,丙,丁,B", "测试题二,甲,乙,丙,丁,C")
+    _cmmlu(root / "test" / "college_law.csv", "测试法律题,甲,乙,丙,丁,A")
+    _cmmlu(root / "dev" / "agronomy.csv", "示例题一,甲,乙,丙,丁,D")
+    _cmmlu(root / "dev" / "college_law.csv", "示例法律题,甲,乙,丙,丁,A")
+    return root
+
+
+def test_cmmlu_root_keeps_test_and_dev_apart(cmmlu_root):
+    test, dev = load_exam(cmmlu_root), load_exam(cmmlu_root, split="dev")
+    assert sorted(test["question"]) == ["测试法律题", "测试题一", "测试题二"]
+    assert sorted(dev["question"]) == ["示例法律题", "示例题一"]
+    assert test["item_id"].is_unique and list(test["item_id"]) == ["agronomy-0", "agronomy-1", "college_law-0"]
+    assert set(test["subject"]) == {"agronomy", "law"}  # no MMCU subject needs to be present
+    # the split folders themselves load as their own split
+    assert len(load_exam(cmmlu_root / "test")) == 3 and len(load_exam(cmmlu_root / "dev", split="dev")) == 2
+
+
+def test_flat_folder_with_dev_files_beside_test_files(tmp_path):
+    _cmmlu(tmp_path / "agronomy.csv", "测试题一,甲,乙,丙,丁,B")
+    _cmmlu(tmp_path / "agronomy_dev.csv", "示例题一,甲,乙,丙,丁,D")
+    assert list(load_exam(tmp_path)["question"]) == ["测试题一"]
+    assert list(load_exam(tmp_path, split="dev")["question"]) == ["示例题一"]
+
+
+def test_ceval_layout_val_is_scored_and_dev_gives_exemplars(tmp_path):
+    root = tmp_path / "ceval-exam"
+    _ceval(root / "val" / "law_val.csv", "民事权利能力始于,出生,成年,入学,就业,A,", "题二,甲,乙,丙,丁,C,")
+    _ceval(root / "dev" / "law_dev.csv", "示例,甲,乙,丙,丁,B,解析")
+    test_dir = root / "test"
+    _ceval(test_dir / "law_test.csv", "无答案的题,甲,乙,丙,丁", answers=False)
+    dev = load_exam(root, split="dev")
+    assert list(dev["question"]) == ["示例"] and list(dev["item_id"]) == ["law-0"]
+    assert list(load_exam(root / "val")["question"]) == ["民事权利能力始于", "题二"]
+    assert len(load_exam(root, split="val")) == 2
+    with pytest.raises(BenchmarkError, match=r"law_test.csv: no Answer column.*val"):
+        load_exam(root)  # its test split hides the answers
+    # files side by side in one folder: test request -> val (no test files with answers there), dev -> dev
+    flat = tmp_path / "flat"
+    for f in (root / "val" / "law_val.csv", root / "dev" / "law_dev.csv"):
+        (flat / f.name).parent.mkdir(exist_ok=True)
+        (flat / f.name).write_bytes(f.read_bytes())
+    assert len(load_exam(flat)) == 2 and len(load_exam(flat, split="dev")) == 1
+
+
+def test_a_file_marked_as_another_split_is_an_error(cmmlu_root, tmp_path):
+    with pytest.raises(BenchmarkError, match=r"agronomy.csv is marked as the dev split.*loaded as the test split"):
+        load_exam(cmmlu_root / "dev" / "agronomy.csv")
+    dev_file = _cmmlu(tmp_path / "law_dev.csv", "示例,甲,乙,丙,丁,A")
+    with pytest.raises(BenchmarkError, match="marked as the dev split"):
+        load_exam(dev_file)
+    assert len(load_exam(dev_file, split="dev")) == 1
+    with pytest.raises(BenchmarkError, match=r"marked as the test split.*loaded as the dev split"):
+        load_exam(cmmlu_root / "test" / "agronomy.csv", split="dev")
+
+
+def test_a_folder_without_the_asked_split_says_what_it_has(tmp_path):
+    _cmmlu(tmp_path / "law_test.csv", "题,甲,乙,丙,丁,A")
+    with pytest.raises(BenchmarkError, match=r"no dev files here \(found: test\)"):
+        load_exam(tmp_path, split="dev")
+    with pytest.raises(ValueError, match="split must be one of test, val, dev"):
+        load_exam(tmp_path, split="train")
+
+
+def test_duplicate_item_ids_are_an_error(tmp_path):
+    rows = '{"id": "q1", "question": "q", "A": "1", "B": "2", "C": "3", "D": "4", "answer": "A"}\n'
+    (tmp_path / "dup.jsonl").write_text(rows * 2, encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"dup.jsonl: 1 duplicate item id\(s\), e.g. 'q1'"):
+        load_exam(tmp_path / "dup.jsonl")
+
+
+def test_one_cmmlu_csv_without_mmcu_subjects(tmp_path):
+    df = load_exam(_cmmlu(tmp_path / "agronomy.csv", "题一,甲,乙,丙,丁,B", "题二,甲,乙,丙,丁,A"), limit=1)
+    assert list(df["subject"]) == ["agronomy"] and len(df) == 1
+
+
+# -------------------------------------------------------------- bad rows are errors with a place (#7.3, #7.5)
+
+def _bad_cmmlu(tmp_path, body: str) -> Path:
+    path = tmp_path / "college_medicine.csv"
+    path.write_text(CMMLU_HEADER + body, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("body, message", [
+    ("0,题一,甲,乙,丙,丁,B\n1,题二,甲,乙,丙,丁,E\n", r"line 3: field 'Answer' is 'E', not option letters A-D"),
+    ("0,题一,甲,乙,丙,丁,\n", r"line 2: field 'Answer' is '', not option letters"),
+    ("0,题一,甲,乙,丙,丁,答案不明\n", r"line 2: field 'Answer' is '答案不明'"),
+    ("0,题一,甲,乙,丁,B\n", r"line 2: 6 fields where the header has 7 \(,Question,A,B,C,D,Answer\): a field is missing"),
+    ("0,题一,甲,乙,丙,丁,B,多余\n", r"line 2: 8 fields where the header has 7"),
+    ("0,题一,甲,,丙,丁,B\n", r"line 2: field 'B' is empty"),
+    ("0,,甲,乙,丙,丁,B\n", r"line 2: field 'Question' is empty"),
+    ('0,"题一\n跨行",甲,乙,丙,丁,B\n1,题二,甲,乙,丙,,C\n', r"line 4: field 'D' is empty"),  # line of the record
+])
+def test_bad_csv_rows_name_file_line_and_field(tmp_path, body, message):
+    path = _bad_cmmlu(tmp_path, body)
+    with pytest.raises(BenchmarkError, match=rf"college_medicine.csv: {message}"):
+        load_exam(path)
+
+
+def test_csv_answers_accept_letters_in_any_form(tmp_path):
+    path = _bad_cmmlu(tmp_path, "0,题一,甲,乙,丙,丁, b \n1,题二,甲,乙,丙,丁,\"C,A\"\n2,题三,甲,乙,丙,丁,Ｄ\n")
+    assert list(load_exam(path)["answer"]) == ["B", "AC", "D"]
+
+
+def test_malformed_csv_names_the_file(tmp_path):
+    path = _bad_cmmlu(tmp_path, '0,"题一,甲,乙,丙,丁,B\n')  # a quote never closed
+    with pytest.raises(BenchmarkError, match="college_medicine.csv"):
+        load_exam(path)
+
+
+def test_empty_and_undecodable_csv_name_the_file(tmp_path):
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"empty.csv: empty file"):
+        load_exam(tmp_path / "empty.csv")
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00\x81\x00" * 10)
+    with pytest.raises(BenchmarkError, match="binary.csv"):
+        load_exam(tmp_path / "binary.csv")
+
+
+def test_mmcu_record_errors_name_file_record_and_field(tmp_path):
+    bad = tmp_path / "mmcu.json"
+    bad.write_text('[{"类别": "医学", "题目": "q", "选项": "A:1\\nB:2\\nC:3\\nD:4", "答案": "A"},\n'
+                   ' {"类别": "医学", "题目": "q2", "选项": "", "答案": "A"}]', encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"mmcu.json: record 1 \(line 2\): field '选项': could not find option A"):
+        load_exam(bad)
+    bad.write_text('[{"类别": "医学", "题目": "q", "选项": "A:1\\nB:2\\nC:3\\nD:4", "答案": "E"}]', encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"mmcu.json: record 0 \(line 1\): field '答案' is 'E'"):
+        load_exam(bad)
+    bad.write_text('[{"类别": "医学", "题目": null, "选项": "A:1\\nB:2\\nC:3\\nD:4", "答案": "A"}]', encoding="utf-8")
+    with pytest.raises(BenchmarkError, match=r"record 0 \(line 1\): field '题目' is null"):
+        load_exam(bad)
+
+
+def test_hf_rows_are_checked_too(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config, split, **kw: datasets.Dataset.from_dict(
+        {"Question": ["q"], "A": ["a"], "B": ["b"], "C": ["c"], "D": ["d"], "Answer": ["F"]}))
+    with pytest.raises(BenchmarkError, match=r"haonan-li/cmmlu \(professional_psychology, split=test\): "
+                                             r"record 0: field 'Answer' is 'F'"):
+        load_exam("hf:haonan-li/cmmlu", subjects=["psychology"])
+
+
+# ------------------------------------------------------------------------ Belle-eval records (#7.2, #7.5)
+
+def _belle(tmp_path, *records) -> Path:
+    import json
+
+    path = tmp_path / "eval_set.json"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def test_belle_empty_and_null_references_are_kept_as_no_reference(tmp_path):
+    path = _belle(tmp_path, {"question": "写一首诗", "std_answer": "", "class": "generation"},
+                  {"question": "想几个名字", "std_answer": None, "class": "brainstorming"},
+                  {"question": "1+1=?", "std_answer": "2", "class": "math"})
+    df = load_belle_eval(path)
+    assert list(df["reference"]) == ["", "", "2"]  # never the text "None"
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"question": "q", "std_answer": "a", "class": "poetry"}, r"record 1 \(line 2\): field 'class': unknown "
+                                                              r"Belle-eval category 'poetry'"),
+    ({"question": None, "std_answer": "a", "class": "math"}, r"record 1 \(line 2\): field 'question' is null"),
+    ({"question": "  ", "std_answer": "a", "class": "math"}, r"record 1 \(line 2\): field 'question' is empty"),
+    ({"question": "q", "std_answer": "a", "class": None}, r"record 1 \(line 2\): field 'class' is null"),
+    ({"question": "q", "std_answer": ["a"], "class": "math"}, r"record 1 \(line 2\): field 'std_answer' is a list"),
+])
+def test_belle_record_errors_name_file_record_and_field(tmp_path, record, message):
+    path = _belle(tmp_path, {"question": "好的题", "std_answer": "好", "class": "math"}, record)
+    with pytest.raises(BenchmarkError, match=rf"eval_set.json: {message}"):
+        load_belle_eval(path)

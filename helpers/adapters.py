@@ -1,0 +1,103 @@
+"""A trained adapter after training: attached beside an untouched base, reloaded from disk, merged into a 16-bit copy.
+
+A LoRA adapter is a few MB; the base is GBs. So: attach without copying weights, reload = base + adapter, and
+merge only for deployment, into a 16-bit base (4-bit weights cannot absorb the low-rank update exactly).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .generation import chat
+from .models import load_model, load_tokenizer, pick_dtype, resolve_model_source
+
+__all__ = ["with_adapter", "load_with_adapter", "merge_dtype", "merge_adapter", "compare_merged"]
+
+
+def _share_weights_copy(module: torch.nn.Module, memo: dict | None = None) -> torch.nn.Module:
+    """A new module tree over the same parameter and buffer tensors: changing the tree (as peft does when it wraps
+    layers) leaves the original intact, and no weight memory is duplicated (a deepcopy would double a 7B base)."""
+    memo = {} if memo is None else memo
+    if id(module) in memo:  # a submodule used twice stays one object
+        return memo[id(module)]
+    clone = memo[id(module)] = copy.copy(module)
+    for name, value in vars(module).items():
+        if isinstance(value, dict):  # parameter, buffer and hook registries: new dicts holding the same things
+            clone.__dict__[name] = copy.copy(value)
+    clone.__dict__["_modules"] = {name: None if child is None else _share_weights_copy(child, memo)
+                                  for name, child in module._modules.items()}
+    return clone
+
+
+def with_adapter(model, adapter_dir: str | Path):
+    """`model` plus a saved PEFT adapter, as a new PeftModel; `model` itself stays the base (no weights copied)."""
+    from peft import PeftModel
+
+    clone = _share_weights_copy(model)
+    if hasattr(clone, "config"):
+        clone.config = copy.deepcopy(model.config)  # peft may set fields on the config; keep the base's own
+    return PeftModel.from_pretrained(clone, str(adapter_dir))
+
+
+def _adapter_config(adapter_dir: str | Path) -> Path:
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{adapter_dir} holds no adapter_config.json: not a saved PEFT adapter "
+                                "(train_model saves one under <output_dir>/adapter)")
+    return path
+
+
+def load_with_adapter(profile, adapter_dir: str | Path):
+    """(model, tokenizer) from a fresh start: the profile's base, loaded as for training, plus the saved adapter."""
+    from peft import PeftModel
+
+    _adapter_config(adapter_dir)
+    source = resolve_model_source(profile.base_model)
+    base = load_model(source, quantization=profile.quantization, compute_dtype=profile.compute_dtype,
+                      trust_remote_code=profile.trust_remote_code)
+    tokenizer = load_tokenizer(source, trust_remote_code=profile.trust_remote_code)
+    return PeftModel.from_pretrained(base, str(adapter_dir)), tokenizer
+
+
+def merge_dtype(profile) -> str:
+    """The 16-bit dtype to merge into: the profile's compute dtype when it is 16-bit (bf16/fp16), else float16."""
+    dtype = pick_dtype(profile.compute_dtype)
+    return str(dtype).removeprefix("torch.") if dtype in (torch.float16, torch.bfloat16) else "float16"
+
+
+def merge_adapter(profile, adapter_dir: str | Path, out_dir: str | Path, *, dtype: str | None = None) -> Path:
+    """Merge the adapter into a 16-bit copy of the base and save it with its tokenizer as safetensors."""
+    from peft import PeftModel
+
+    _adapter_config(adapter_dir)
+    source = resolve_model_source(profile.base_model)
+    base = load_model(source, quantization="none", compute_dtype=dtype or merge_dtype(profile),
+                      trust_remote_code=profile.trust_remote_code)
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    out = Path(out_dir)
+    merged.save_pretrained(out, safe_serialization=True)
+    load_tokenizer(source, trust_remote_code=profile.trust_remote_code).save_pretrained(out)
+    return out
+
+
+def compare_merged(profile, adapter_dir: str | Path, merged_dir: str | Path, instructions: list[str], *,
+                   dtype: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Greedy answers of the adapter on the 16-bit base and of the merged copy, side by side, with `same`."""
+    from peft import PeftModel
+
+    dtype = dtype or merge_dtype(profile)
+    source = resolve_model_source(profile.base_model)
+    tokenizer = load_tokenizer(source, trust_remote_code=profile.trust_remote_code)
+    kwargs = dict(template=profile.prompt_template, max_new_tokens=profile.max_new_tokens,
+                  batch_size=profile.eval_batch_size, progress=progress)
+    answers = {}
+    # One model in memory at a time: the unmerged pair first, then the merged copy from disk.
+    for name, load in (("adapter", lambda: PeftModel.from_pretrained(
+                           load_model(source, quantization="none", compute_dtype=dtype), str(adapter_dir))),
+                       ("merged", lambda: load_model(str(merged_dir), quantization="none", compute_dtype=dtype))):
+        answers[name] = chat(load(), tokenizer, instructions, **kwargs)
+    frame = pd.DataFrame({"instruction": instructions, **answers})
+    return frame.assign(same=frame["adapter"] == frame["merged"])
