@@ -157,6 +157,7 @@ def lora_config(dropout: float):
 
 
 def run_ours(base, tok, rows, args, mode: str, timer: StepTimer, out: Path):
+    import helpers.train
     from helpers.peft_methods import prepare_for_training
     from helpers.profiles import get_profile
 

@@ -15,7 +15,7 @@ from helpers.batching import (as_training_rows, check_training_rows, encode_prom
 from helpers.data import load_training_data
 from helpers.models import load_model, load_tokenizer
 from helpers.profiles import get_profile
-from helpers.prompts import build_sft_dataset
+from helpers.prompts import build_sft_dataset, format_prompt
 from helpers.train import train_model, use_padding_free
 
 WORKER = Path(__file__).with_name("train_worker.py")
@@ -52,11 +52,16 @@ def test_grouped_batches_pad_under_5_percent_on_every_profile(tok, name):
     assert padding_share(lengths, random_order, p.batch_size) > 0.10
 
 
+def _prompt_completion(examples, tok) -> Dataset:
+    return Dataset.from_dict({"prompt": [format_prompt(ex, tok) for ex in examples],
+                              "completion": [ex["messages"][-1]["content"] for ex in examples]})
+
+
 def test_prompt_completion_rows_match_trl(tok, smoke_examples, tmp_path, tiny_dir):
     """Our datasets.map tokenisation gives exactly the ids and labels TRL's own preparation gives."""
     from trl import SFTConfig, SFTTrainer
 
-    ds = build_sft_dataset(smoke_examples[:12], tok, max_length=64)
+    ds = _prompt_completion(smoke_examples[:12], tok)
     ours, _ = as_training_rows(ds, tok, 64)
     model = load_model(str(tiny_dir("qwen2")), quantization="none", compute_dtype="float32")
     args = SFTConfig(output_dir=str(tmp_path), max_length=64, completion_only_loss=True, bf16=False,
@@ -66,7 +71,7 @@ def test_prompt_completion_rows_match_trl(tok, smoke_examples, tmp_path, tiny_di
 
 
 def test_tokenize_rows_is_cached_and_same_with_two_processes(tok, smoke_examples):
-    ds = build_sft_dataset(smoke_examples, tok, max_length=128)
+    ds = _prompt_completion(smoke_examples, tok)
     kwargs = {"tokenizer": tok, "max_length": 128}
     one = tokenize_rows(ds, encode_prompt_completion, kwargs, num_proc=1)
     assert one.cache_files  # written to disk, so a re-run reads it back
