@@ -86,7 +86,8 @@ def _check_quickstart(m):
     assert m["new_steps"] == 30 and m["train_seconds"] > 0 and m["tokens_per_s"] > 0
     assert 0 < m["memory_before_mb"] <= m["memory_after_mb"] and 0 < m["memory_share_pct"] <= 100
     assert ("RSS" in m["memory_kind"]) == (m["gpu"] == "none (CPU)")  # on a CPU the figure says it is RSS
-    assert m["reload_matches_tuned"] is True and m["merged_matches_adapter_pct"] == 100
+    assert m["reload_matches_tuned"] is True and 0 <= m["merged_matches_adapter_pct"] <= 100
+    assert m["merged_max_logprob_diff"] < 0.1  # exact up to fp16 rounding (a wrong merge is off by whole nats)
 
 
 def _check_evaluation(m):
