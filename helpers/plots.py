@@ -17,7 +17,8 @@ from .paths import output_dir, project_path
 
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
            "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
-           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels"]
+           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels",
+           "comparison_cells", "with_units"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -240,6 +241,25 @@ def interval_table(table, index, columns="model", *, precision: int = 1):
     items without a reference, shown as "n/a" with their count, never as 0)."""
     cells = table.assign(cell=[_interval_cell(r, precision) for r in table.to_dict("records")])
     return cells.pivot_table(index=index, columns=columns, values="cell", aggfunc="first", sort=False)
+
+
+def comparison_cells(table, index, *, precision: int = 1):
+    """A comparison_table (helpers.arms) for display: per row n, `mean [low, high]`, the arm it is compared with,
+    and the difference as `diff [low, high]` (blank where there is none)."""
+    records = table.to_dict("records")
+    diffs = [_interval_cell({"mean": r["diff"], "ci_low": r["diff_low"], "ci_high": r["diff_high"]}, precision)
+             if np.isfinite(r["diff"]) else "" for r in records]
+    cells = table.assign(**{"mean [95% CI]": [_interval_cell(r, precision) for r in records],
+                            "difference [95% CI]": diffs, "against": table["against"].fillna("")})
+    return cells.set_index(index)[["n", "mean [95% CI]", "against", "difference [95% CI]"]]
+
+
+def with_units(df, units: dict, *, precision: int = 1):
+    """A copy of df for display whose `units` columns ({column: unit}) read "12.5 min" (NaN: "n/a"): estimates
+    and measurements that are not means, so they need no interval but should say what they count."""
+    text = {col: [f"{v:,.{precision}f} {unit}" if np.isfinite(v) else "n/a" for v in df[col].astype(float)]
+            for col, unit in units.items()}
+    return df.assign(**text)
 
 
 def captioned(df, profile, title: str, precision: int = 1):
