@@ -115,11 +115,16 @@ def classify_reply(reply: str) -> dict:
 # ------------------------------------------------------------------------------------ prompt files
 
 
-def _prompt_row(rec, line: int, path) -> dict:
+def _json_object(rec, line: int, path) -> dict:
     if isinstance(rec, InvalidLine):
         raise DataError(f"{path}: line {line}: invalid JSON ({rec.message})")
     if not isinstance(rec, dict):
         raise DataError(f"{path}: line {line}: expected a JSON object, got {type(rec).__name__}")
+    return rec
+
+
+def _prompt_row(rec, line: int, path) -> dict:
+    rec = _json_object(rec, line, path)
     for field in ("prompt", "category"):
         value = rec.get(field)
         if not isinstance(value, str) or not value.strip():
@@ -281,10 +286,7 @@ def safety_rows(answers: pd.DataFrame, prompt_set: str, *, judge=None, progress:
 
 
 def _reply_row(rec, line: int, path, required) -> dict:
-    if isinstance(rec, InvalidLine):
-        raise DataError(f"{path}: line {line}: invalid JSON ({rec.message})")
-    if not isinstance(rec, dict):
-        raise DataError(f"{path}: line {line}: expected a JSON object, got {type(rec).__name__}")
+    rec = _json_object(rec, line, path)
     missing = [f for f in required if rec.get(f) is None]
     if missing:
         raise DataError(f"{path}: line {line}: field {missing[0]!r} is missing")
