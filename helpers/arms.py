@@ -41,7 +41,7 @@ __all__ = [
     "model_size", "device_speed", "estimate_memory", "estimate_time", "plan_arms",
     "tidy_rows", "run_arm", "run_arms",
     "comparison_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view", "paper_contrast",
-    "conclusion", "stage_bars", "results_summary", "tokenizer_table",
+    "conclusion", "stage_bars", "results_summary", "tokenizer_table", "plan_view", "arms_view", "table_view",
 ]
 
 ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fields
@@ -665,3 +665,34 @@ def tokenizer_table(profile, arms, texts) -> pd.DataFrame:
         rows.append({"arm": arm["name"], "base_model": p.base_model, "vocab_size": len(tok),
                      **tokenizer_efficiency(tok, texts)})
     return pd.DataFrame(rows)
+
+
+# -------------------------------------------------------------------------------------------- display
+
+
+def plan_view(plan: pd.DataFrame) -> pd.DataFrame:
+    """plan_arms' table for display: sizes, minutes and memory with their units."""
+    from .plots import with_units
+
+    units = {"params_m": "{:.1f} M", "est_minutes": "{:.1f} min", "est_memory_gib": "{:.2f} GiB"}
+    return with_units(plan, units).set_index("arm")
+
+
+def arms_view(info: pd.DataFrame) -> pd.DataFrame:
+    """run_arms' per-arm info for display: what ran, how long, peak memory, trainable parameters."""
+    from .plots import with_units
+
+    units = {"seconds": "{:.0f} s", "train_s": "{:.0f} s", "peak_memory_mb": "{:,.0f} MB", "trainable_params": "{:,}"}
+    return with_units(info.drop(columns=["loss_history", "folder", "key"], errors="ignore"), units).set_index("arm")
+
+
+def table_view(table: pd.DataFrame, index=("benchmark", "metric", "arm"), *, precision: int = 1) -> pd.DataFrame:
+    """A comparison or gain table for display: each mean and difference as `value [low, high]`."""
+    from .plots import interval_columns
+
+    keep = [*index, *(c for c in ("n", "n_unscored", "against") if c in table)]
+    shown = interval_columns(table, keep=keep, precision=precision)
+    if "against" in shown:
+        shown["against"] = shown["against"].fillna("")  # not compared: blank, not "nan"
+    return shown.set_index(list(index))
+

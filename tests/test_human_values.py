@@ -10,7 +10,8 @@ from fake_openai_server import FakeJudgeServer
 from helpers.arms import comparison_table, estimate_time
 from helpers.data import DataError, load_training_data
 from helpers.judge import JudgeSettings
-from helpers.plots import comparison_cells, with_units
+from helpers.arms import table_view
+from helpers.plots import with_units
 from helpers.profiles import get_profile
 from helpers.safety import load_replies, refusal_rate, rule_agreement, safety_rows
 
@@ -112,19 +113,19 @@ def test_safety_rows_name_the_sets_there_are():
 # ------------------------------------------------------------------------------------ display helpers
 
 
-def test_comparison_cells_show_every_mean_and_difference_with_its_interval():
+def test_table_view_shows_every_mean_and_difference_with_its_interval():
     table = pd.DataFrame({"benchmark": ["harmful"] * 2, "arm": ["without", "with"], "n": [65, 65],
                           "n_unscored": [0, 0], "mean": [10.0, 32.5], "ci_low": [4.0, 20.25],
                           "ci_high": [18.0, 45.0], "against": [None, "without"], "diff": [np.nan, 22.5],
                           "diff_low": [np.nan, 9.0], "diff_high": [np.nan, 36.0]})
-    cells = comparison_cells(table, ["benchmark", "arm"])
-    assert cells.loc[("harmful", "with")].tolist() == [65, "32.5 [20.2, 45.0]", "without", "22.5 [9.0, 36.0]"]
-    assert cells.loc[("harmful", "without")].tolist() == [65, "10.0 [4.0, 18.0]", "", ""]
+    cells = table_view(table, ["benchmark", "arm"])
+    assert cells.loc[("harmful", "with")].tolist() == [65, 0, "without", "32.5 [20.2, 45.0]", "+22.5 [9.0, 36.0]"]
+    assert cells.loc[("harmful", "without")].tolist() == [65, 0, "", "10.0 [4.0, 18.0]", "n/a"]
 
 
 def test_with_units_writes_each_number_with_its_unit():
     df = pd.DataFrame({"arm": ["a", "b"], "est_minutes": [12.345, np.nan], "steps": [3, 4]})
-    out = with_units(df, {"est_minutes": "min"}, precision=1)
+    out = with_units(df, {"est_minutes": "{:.1f} min"})
     assert list(out["est_minutes"]) == ["12.3 min", "n/a"] and list(out["steps"]) == [3, 4]
 
 
