@@ -286,8 +286,9 @@ def _train_steps(profile) -> int | None:
     return math.ceil(profile.epochs * n / (profile.batch_size * profile.grad_accum)) if n else None
 
 
-def estimate_time(profile, *, shots=(0,)) -> dict:
-    """Rough seconds to train the profile ("train_s") and to evaluate one model on both benchmarks ("eval_s")."""
+def estimate_time(profile, *, shots=(0,), n_prompts: int = 0) -> dict:
+    """Rough seconds to train the profile ("train_s") and to evaluate one model on both benchmarks and answer
+    `n_prompts` extra prompts ("eval_s")."""
     size, steps = model_size(profile), _train_steps(profile)
     n_belle, n_exam = _count(profile.eval_data, profile.eval_limit), _count(profile.exam_data, profile.exam_limit)
     if size is None:
@@ -303,7 +304,8 @@ def estimate_time(profile, *, shots=(0,)) -> dict:
     batches = math.ceil(n_belle / profile.eval_batch_size), math.ceil(n_exam / profile.eval_batch_size)
     # Belle answers; then per shot setting an 8-token exam reply, plus both modes' prompt passes (~150 tokens/question)
     prompts = sum(2 * 2 * size["total"] * 150 * (k + 1) * n_exam / rate for k in shots)
-    eval_s = batches[0] * profile.max_new_tokens * new_token + len(shots) * batches[1] * 8 * new_token + prompts
+    replies = (batches[0] + math.ceil(n_prompts / profile.eval_batch_size)) * profile.max_new_tokens * new_token
+    eval_s = replies + len(shots) * batches[1] * 8 * new_token + prompts
     return {"train_s": train_s, "eval_s": eval_s}
 
 
@@ -316,7 +318,8 @@ def plan_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, prompts
         p = resolve_arm(profile, arm)
         todo = [s for s, path in _stage_paths(p, shots, judge, with_base, prompts).items() if not _stage_done(path)]
         trained = (arm_folder(p) / _TRAINED).exists()
-        est, size, memory = estimate_time(p, shots=shots), model_size(p), estimate_memory(p)
+        n_prompts = sum(len(df) for df in (prompts or {}).values())
+        est, size, memory = estimate_time(p, shots=shots, n_prompts=n_prompts), model_size(p), estimate_memory(p)
         minutes = None
         if todo and est["eval_s"] is not None and (trained or est["train_s"] is not None):
             minutes = ((0 if trained else est["train_s"]) + est["eval_s"] * len(todo)) / 60
@@ -688,5 +691,8 @@ def table_view(table: pd.DataFrame, index=("benchmark", "metric", "arm"), *, pre
     from .plots import interval_columns
 
     keep = [*index, *(c for c in ("n", "n_unscored", "against") if c in table)]
-    return interval_columns(table, keep=keep, precision=precision).set_index(list(index))
+    shown = interval_columns(table, keep=keep, precision=precision)
+    if "against" in shown:
+        shown["against"] = shown["against"].fillna("")  # not compared: blank, not "nan"
+    return shown.set_index(list(index))
 
