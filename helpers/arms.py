@@ -41,7 +41,7 @@ __all__ = [
     "model_size", "device_speed", "estimate_memory", "estimate_time", "plan_arms",
     "tidy_rows", "run_arm", "run_arms", "group_rows",
     "comparison_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view", "paper_contrast",
-    "conclusion", "stage_bars", "results_summary", "tokenizer_table",
+    "conclusion", "stage_bars", "results_summary", "tokenizer_table", "plan_view", "arms_view", "table_view",
 ]
 
 ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fields
@@ -299,8 +299,9 @@ def _train_steps(profile) -> int | None:
     return math.ceil(profile.epochs * n / (profile.batch_size * profile.grad_accum)) if n else None
 
 
-def estimate_time(profile, *, shots=(0,)) -> dict:
-    """Rough seconds to train the profile ("train_s") and to evaluate one model on both benchmarks ("eval_s")."""
+def estimate_time(profile, *, shots=(0,), n_prompts: int = 0) -> dict:
+    """Rough seconds to train the profile ("train_s") and to evaluate one model on both benchmarks and answer
+    `n_prompts` extra prompts ("eval_s")."""
     size, steps = model_size(profile), _train_steps(profile)
     n_belle, n_exam = _count(profile.eval_data, profile.eval_limit), _count(profile.exam_data, profile.exam_limit)
     if size is None:
@@ -317,8 +318,9 @@ def estimate_time(profile, *, shots=(0,)) -> dict:
     # Belle answers; then per shot setting an exam reply (exam_max_new_tokens), plus both modes' prompt passes
     # (~150 tokens/question)
     prompts = sum(2 * 2 * size["total"] * 150 * (k + 1) * n_exam / rate for k in shots)
+    replies = (batches[0] + math.ceil(n_prompts / profile.eval_batch_size)) * profile.max_new_tokens * new_token
     exam_s = len(shots) * batches[1] * profile.exam_max_new_tokens * new_token
-    eval_s = batches[0] * profile.max_new_tokens * new_token + exam_s + prompts
+    eval_s = replies + exam_s + prompts
     return {"train_s": train_s, "eval_s": eval_s}
 
 
@@ -334,7 +336,8 @@ def plan_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, prompts
         stored, shared = (arm_folder(p) / _TRAINED).exists(), arm_key(p) in planned
         trained = stored or shared
         planned.add(arm_key(p))
-        est, size, memory = estimate_time(p, shots=shots), model_size(p), estimate_memory(p)
+        n_prompts = sum(len(df) for df in (prompts or {}).values())
+        est, size, memory = estimate_time(p, shots=shots, n_prompts=n_prompts), model_size(p), estimate_memory(p)
         minutes = None
         if todo and est["eval_s"] is not None and (trained or est["train_s"] is not None):
             minutes = ((0 if trained else est["train_s"]) + est["eval_s"] * len(todo)) / 60
@@ -700,3 +703,34 @@ def tokenizer_table(profile, arms, texts) -> pd.DataFrame:
         rows.append({"arm": arm["name"], "base_model": p.base_model, "vocab_size": len(tok),
                      **tokenizer_efficiency(tok, texts)})
     return pd.DataFrame(rows)
+
+
+# -------------------------------------------------------------------------------------------- display
+
+
+def plan_view(plan: pd.DataFrame) -> pd.DataFrame:
+    """plan_arms' table for display: sizes, minutes and memory with their units."""
+    from .plots import with_units
+
+    units = {"params_m": "{:.1f} M", "est_minutes": "{:.1f} min", "est_memory_gib": "{:.2f} GiB"}
+    return with_units(plan, units).set_index("arm")
+
+
+def arms_view(info: pd.DataFrame) -> pd.DataFrame:
+    """run_arms' per-arm info for display: what ran, how long, peak memory, trainable parameters."""
+    from .plots import with_units
+
+    units = {"seconds": "{:.0f} s", "train_s": "{:.0f} s", "peak_memory_mb": "{:,.0f} MB", "trainable_params": "{:,}"}
+    return with_units(info.drop(columns=["loss_history", "folder", "key"], errors="ignore"), units).set_index("arm")
+
+
+def table_view(table: pd.DataFrame, index=("benchmark", "metric", "arm"), *, precision: int = 1) -> pd.DataFrame:
+    """A comparison or gain table for display: each mean and difference as `value [low, high]`."""
+    from .plots import interval_columns
+
+    keep = [*index, *(c for c in ("n", "n_unscored", "against") if c in table)]
+    shown = interval_columns(table, keep=keep, precision=precision)
+    if "against" in shown:
+        shown["against"] = shown["against"].fillna("")  # not compared: blank, not "nan"
+    return shown.set_index(list(index))
+

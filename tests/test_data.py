@@ -480,16 +480,24 @@ def test_a_count_draws_the_same_records_alone_and_in_a_mixture(tmp_path):
 
 def test_hub_source_may_name_one_file_of_a_dataset_repo(tmp_path, monkeypatch):
     calls = []
+    cot = _write_set(tmp_path / "CoT_Chinese_data.json", "丙", 10)
+
+    def fake_download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename))
+        return str(cot)
 
     def fake_load_dataset(repo, split, **kwargs):
-        calls.append((repo, split, kwargs))
-        return [{"instruction": f"丙 {i}", "input": "", "output": "第一步……所以答案是：1"} for i in range(10)]
+        calls.append((repo, split))
+        return [{"instruction": f"丁 {i}", "input": "", "output": "好的"} for i in range(10)]
 
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load_dataset))
     chain = "hf:QingyiSi/Alpaca-CoT/Chain-of-Thought/CoT_Chinese_data.json"
     records, report = load_training_data(f"{chain}:4 + hf:demo/set")
-    assert calls == [("QingyiSi/Alpaca-CoT", "train", {"data_files": "Chain-of-Thought/CoT_Chinese_data.json"}),
-                     ("demo/set", "train", {})]  # a plain id loads the whole set, as before
+    assert calls == [("QingyiSi/Alpaca-CoT", "Chain-of-Thought/CoT_Chinese_data.json"),
+                     ("demo/set", "train")]  # one file is downloaded and read like a local file; a plain id loads
     assert [s.path for s in report.sources] == [chain, "hf:demo/set"] and len(records) == 4 + 10
 
 
