@@ -367,15 +367,15 @@ def _finish(report: DataReport, formats: Counter) -> None:
 
 
 def load_instructions(
-    path, *, dedupe: bool = True, strict: bool = False, limit: int | None = None, name: str | None = None
+    path, *, dedupe: bool = True, strict: bool = False, limit: int | None = None, source: str | None = None
 ) -> tuple[list[dict], DataReport]:
-    """Load a .json/.jsonl instruction file; return (normalised records, report named `name` or the path)."""
+    """Load a .json/.jsonl instruction file; return (normalised records, report); `source` names it (default: path)."""
     suffix = _check_extension(path)
     text, notes = read_text(path)
     kind, more_notes = _file_kind(text, suffix, path)
     several_lines = "\n" in text.strip()
     records = ((_where(index, line, several_lines), value) for index, line, value in _iter_located(text, kind, path))
-    return validate_records(records, name or str(path), dedupe=dedupe, strict=strict, limit=limit,
+    return validate_records(records, source or str(path), dedupe=dedupe, strict=strict, limit=limit,
                             notes=notes + more_notes)
 
 
@@ -434,14 +434,14 @@ def _hub_file(repo_id: str, filename: str) -> Path:
 def _load_source(location: str, **kwargs) -> tuple[list[dict], DataReport]:
     """One source of a data spec: a hub file or URL is fetched, then read like a local file, under its spec name."""
     if hub := _HUB_FILE.fullmatch(location):
-        return load_instructions(_hub_file(hub["repo"], hub["file"]), name=location, **kwargs)
+        return load_instructions(_hub_file(hub["repo"], hub["file"]), source=location, **kwargs)
     if location.startswith("hf:"):
         return load_instructions_from_hub(location.removeprefix("hf:"), **kwargs)
     if re.match(r"https?://", location):
         from .eval_sets import BenchmarkError, fetch
 
         try:
-            return load_instructions(fetch(location), name=location, **kwargs)
+            return load_instructions(fetch(location), source=location, **kwargs)
         except BenchmarkError as err:  # a failed download: the message says where to put the file by hand
             raise DataError(str(err)) from None
     from .paths import project_path

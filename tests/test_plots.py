@@ -133,14 +133,3 @@ def test_paper_figures_state_the_finding_and_never_mix_measures():
     assert "-pre-l" in " ".join(paper_panels("05_vocabulary")[0][0]["labels"]) and "100B" in paper_panels(
         "05_vocabulary")[2]
 
-
-def test_captioned_writes_costs_with_their_units_so_they_never_pass_for_bare_means():
-    import pandas as pd
-
-    from helpers.arms import UNITS
-    from helpers.plots import captioned
-
-    plan = pd.DataFrame({"arm": ["a", "b"], "est_minutes": [0.123, None], "est_memory_gib": [1.5, 2.25]})
-    html = captioned(plan.set_index("arm"), get_profile("smoke"), "Plan", precision=2, units=UNITS).to_html()
-    assert ">0.12 min<" in html and ">n/a<" in html and ">2.25 GiB<" in html
-    assert "profile: smoke" in html and "Plan" in html
