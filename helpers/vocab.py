@@ -432,7 +432,9 @@ def _train_stage(model, peft_config, dataset, profile, steps: int, work: Path, s
     trainer = Trainer(model=peft_model, args=_training_args(profile, steps, work), train_dataset=dataset)
     trainer.train()
     if save_dir is not None:
-        peft_model.save_pretrained(save_dir)
+        # The new rows are stored on their own (new_rows.safetensors): no copy of the whole resized embeddings and
+        # output layer in the adapter (peft's default once it sees the vocabulary grew; ~0.3 GB for TinyLlama).
+        peft_model.save_pretrained(save_dir, save_embedding_layers=False)
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     return peft_model.merge_and_unload(), losses
 
@@ -528,6 +530,9 @@ def _expand(model, tokenizer, profile, spec: tuple[str, int], folder: Path) -> t
         shutil.rmtree(folder / "work", ignore_errors=True)
         report["pretrain_loss"] = losses
     save_file(_new_rows(model, report["rows_before"]), str(folder / "new_rows.safetensors"))
+    # The expanded model's config (no weights): peft reads it when saving an adapter tuned on this model, sees the
+    # vocabulary it was tuned with, and neither copies the embeddings nor warns that it cannot tell.
+    model.config.save_pretrained(folder)
     return model, expanded, report
 
 
