@@ -39,9 +39,9 @@ __all__ = [
     "ARM_KEYS", "NON_RESULT_FIELDS", "EVAL_ONLY_FIELDS", "ESTIMATE_RULE", "VERDICTS",
     "resolve_arm", "check_arms", "arm_grid", "data_fingerprint", "arm_key", "eval_key", "arm_folder",
     "model_size", "device_speed", "estimate_memory", "estimate_time", "plan_arms",
-    "tidy_rows", "run_arm", "run_arms",
+    "tidy_rows", "run_arm", "run_arms", "group_rows",
     "comparison_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view", "paper_contrast",
-    "conclusion", "stage_bars", "results_summary", "tokenizer_table",
+    "conclusion", "stage_bars", "results_summary", "tokenizer_table", "plan_view", "arms_view", "table_view",
 ]
 
 ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fields
@@ -49,7 +49,7 @@ ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fiel
 NON_RESULT_FIELDS = ("name", "description", "output_root", "result_note", "logging_steps", "save_steps")
 # Fields that change the evaluation but not the adapter: changing them re-evaluates without re-training.
 EVAL_ONLY_FIELDS = ("eval_data", "eval_limit", "exam_data", "exam_dev_data", "exam_limit", "max_new_tokens",
-                    "eval_batch_size", "eval_suffix")
+                    "eval_batch_size", "eval_suffix", "exam_max_new_tokens")
 _VERSION = "2"  # bump when the stored rows change meaning (scoring code, row layout): every arm re-evaluates
 _TRAINED = "train.json"  # written after training finished: its presence means the adapter is complete
 
@@ -280,15 +280,28 @@ def _new_vocab_rows(profile) -> int:
     return spec[1] if spec else 0
 
 
-def _count(spec: str, limit: int) -> int | None:
-    """Records a data spec yields: its limit, else the records of a local file; None when neither says."""
+def _source_count(location: str, amount) -> int | None:
+    """Records one source of a data spec gives: its count, else its share of a local file's records."""
     from .data import iter_json_records
 
-    path = project_path(spec)
+    if isinstance(amount, int):
+        return amount
+    path = project_path(location)
     if not path.is_file() or path.suffix not in (".json", ".jsonl"):
-        return limit or None
+        return None
     n = sum(1 for _ in iter_json_records(path))
-    return min(n, limit) if limit else n
+    return n if amount is None else round(amount * n)
+
+
+def _count(spec: str, limit: int) -> int | None:
+    """Records a data spec (one source or a mixture) yields: the sum over its sources, capped by the limit; the
+    limit alone when a source's size is unknown (a hub set without a count); None when neither says."""
+    from .data import parse_data_spec
+
+    counts = [_source_count(location, amount) for location, amount in parse_data_spec(spec)]
+    if None in counts:
+        return limit or None
+    return min(sum(counts), limit) if limit else sum(counts)
 
 
 def _train_steps(profile) -> int | None:
@@ -298,8 +311,9 @@ def _train_steps(profile) -> int | None:
     return math.ceil(profile.epochs * n / (profile.batch_size * profile.grad_accum)) if n else None
 
 
-def estimate_time(profile, *, shots=(0,)) -> dict:
-    """Rough seconds to train the profile ("train_s") and to evaluate one model on both benchmarks ("eval_s")."""
+def estimate_time(profile, *, shots=(0,), n_prompts: int = 0) -> dict:
+    """Rough seconds to train the profile ("train_s") and to evaluate one model on both benchmarks and answer
+    `n_prompts` extra prompts ("eval_s")."""
     size, steps = model_size(profile), _train_steps(profile)
     n_belle, n_exam = _count(profile.eval_data, profile.eval_limit), _count(profile.exam_data, profile.exam_limit)
     if size is None:
@@ -313,29 +327,37 @@ def estimate_time(profile, *, shots=(0,)) -> dict:
         return {"train_s": train_s, "eval_s": None}
     new_token = _weight_bytes(profile, size) / bandwidth + size["layers"] * 1e-3
     batches = math.ceil(n_belle / profile.eval_batch_size), math.ceil(n_exam / profile.eval_batch_size)
-    # Belle answers; then per shot setting an 8-token exam reply, plus both modes' prompt passes (~150 tokens/question)
+    # Belle answers; then per shot setting an exam reply (exam_max_new_tokens), plus both modes' prompt passes
+    # (~150 tokens/question)
     prompts = sum(2 * 2 * size["total"] * 150 * (k + 1) * n_exam / rate for k in shots)
-    eval_s = batches[0] * profile.max_new_tokens * new_token + len(shots) * batches[1] * 8 * new_token + prompts
+    replies = (batches[0] + math.ceil(n_prompts / profile.eval_batch_size)) * profile.max_new_tokens * new_token
+    exam_s = len(shots) * batches[1] * profile.exam_max_new_tokens * new_token
+    eval_s = replies + exam_s + prompts
     return {"train_s": train_s, "eval_s": eval_s}
 
 
 def plan_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, prompts=None) -> pd.DataFrame:
-    """Per arm: base, parameters, training steps, estimated minutes and GiB (ESTIMATE_RULE), and cache status."""
+    """Per arm: base, parameters, training steps, estimated minutes and GiB (ESTIMATE_RULE), and cache status.
+    An arm with the same adapter as an earlier one (it differs only in evaluation settings) costs no training."""
     check_arms(arms)
     device = device_speed()[0]
-    rows = []
+    rows, planned = [], set()
     for arm in arms:
         p = resolve_arm(profile, arm)
         todo = [s for s, path in _stage_paths(p, shots, judge, with_base, prompts).items() if not _stage_done(path)]
-        trained = (arm_folder(p) / _TRAINED).exists()
-        est, size, memory = estimate_time(p, shots=shots), model_size(p), estimate_memory(p)
+        stored, shared = (arm_folder(p) / _TRAINED).exists(), arm_key(p) in planned
+        trained = stored or shared
+        planned.add(arm_key(p))
+        n_prompts = sum(len(df) for df in (prompts or {}).values())
+        est, size, memory = estimate_time(p, shots=shots, n_prompts=n_prompts), model_size(p), estimate_memory(p)
         minutes = None
         if todo and est["eval_s"] is not None and (trained or est["train_s"] is not None):
             minutes = ((0 if trained else est["train_s"]) + est["eval_s"] * len(todo)) / 60
         rows.append({"arm": arm["name"], "base_model": p.base_model,
                      "params_m": size["total"] / 1e6 if size else None, "train_steps": _train_steps(p),
                      "est_minutes": 0.0 if not todo else minutes, "est_memory_gib": memory,
-                     "status": "cached" if not todo else ("trained, to evaluate" if trained else "to run"),
+                     "status": "cached" if not todo else "trained, to evaluate" if stored
+                     else "to evaluate (an earlier arm's adapter)" if shared else "to run",
                      "device": device})
     return pd.DataFrame(rows)
 
@@ -381,8 +403,10 @@ def _tuned_model(model, tokenizer, profile, folder: Path):
 
 
 def _stage_answers(evaluation: dict, extra: pd.DataFrame | None) -> pd.DataFrame:
-    """The replies a stage gave: Belle-eval's (set "belle") and those to the extra prompt sets."""
-    belle = evaluation["answers"][["item_id", "category", "question", "response"]].assign(set="belle")
+    """The replies a stage gave: Belle-eval's (set "belle", with its references) and those to the extra prompt sets;
+    "asked" is each instruction as the model got it (eval_suffix included)."""
+    belle = evaluation["answers"][["item_id", "category", "question", "asked", "reference", "response"]]
+    belle = belle.assign(set="belle")
     return pd.concat([belle, extra], ignore_index=True) if extra is not None else belle
 
 
@@ -507,6 +531,18 @@ def _against(arms, order: list, reference) -> dict:
     return {name: pairs.get(name) or (reference if name != reference else None) for name in order}
 
 
+def group_rows(rows: pd.DataFrame, groups: dict) -> pd.DataFrame:
+    """The rows of the named groups, {benchmark: [group, ...]}, each as a benchmark of its own ("belle:math"), so
+    comparison_table gives one group's mean, interval and paired difference (a category or subject alone)."""
+    wanted = [(bench, name) for bench, names in groups.items() for name in names]
+    missing = [f"{b}:{g}" for b, g in wanted if not ((rows["benchmark"] == b) & (rows["group"] == g)).any()]
+    if missing:
+        present = {b: sorted(map(str, g.unique())) for b, g in rows.groupby("benchmark")["group"]}
+        raise ValueError(f"no rows for {', '.join(missing)}; groups present: {present}")
+    return pd.concat([rows[(rows["benchmark"] == b) & (rows["group"] == g)].assign(benchmark=f"{b}:{g}")
+                      for b, g in wanted], ignore_index=True)
+
+
 def comparison_table(rows: pd.DataFrame, arms=(), *, reference=None, n_boot=2000, seed=0) -> pd.DataFrame:
     """Per stage, benchmark, metric and arm: n, n_unscored, mean [ci_low, ci_high], and the paired difference
     (diff [diff_low, diff_high]) to its `against` arm: the arm's compare_to, else `reference` (default: the first
@@ -604,6 +640,11 @@ def paper_contrast(values: dict, table: pd.DataFrame) -> dict:
 _BENCHMARK_NAMES = {"belle": "Belle-eval", "exam": "MMCU-style exam"}
 
 
+def _benchmark_name(benchmark: str) -> str:
+    bench, _, group = benchmark.partition(":")  # group_rows' "belle:math" -> "Belle-eval math"
+    return " ".join(x for x in (_BENCHMARK_NAMES.get(bench, bench), group) if x)
+
+
 def _signed(x) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:+.1f}"
 
@@ -617,7 +658,7 @@ def conclusion(verdicts: pd.DataFrame, base_models) -> str:
                      "with random weights; the verdicts below only show that the computation runs. Use a GPU "
                      "profile (colab-t4, a100) for an answer.\n")
     for r in verdicts.itertuples():
-        lines.append(f"- {r.arm} vs {r.against}, {_BENCHMARK_NAMES.get(r.benchmark, r.benchmark)} ({r.metric}): "
+        lines.append(f"- {r.arm} vs {r.against}, {_benchmark_name(r.benchmark)} ({r.metric}): "
                      f"{_signed(r.diff)} points (95% CI {_signed(r.diff_low)} to {_signed(r.diff_high)}); "
                      f"paper {_signed(r.paper_diff)}: **{r.verdict}**")
     return "\n".join(lines)
@@ -674,3 +715,34 @@ def tokenizer_table(profile, arms, texts) -> pd.DataFrame:
         rows.append({"arm": arm["name"], "base_model": p.base_model, "vocab_size": len(tok),
                      **tokenizer_efficiency(tok, texts)})
     return pd.DataFrame(rows)
+
+
+# -------------------------------------------------------------------------------------------- display
+
+
+def plan_view(plan: pd.DataFrame) -> pd.DataFrame:
+    """plan_arms' table for display: sizes, minutes and memory with their units."""
+    from .plots import with_units
+
+    units = {"params_m": "{:.1f} M", "est_minutes": "{:.1f} min", "est_memory_gib": "{:.2f} GiB"}
+    return with_units(plan, units).set_index("arm")
+
+
+def arms_view(info: pd.DataFrame) -> pd.DataFrame:
+    """run_arms' per-arm info for display: what ran, how long, peak memory, trainable parameters."""
+    from .plots import with_units
+
+    units = {"seconds": "{:.0f} s", "train_s": "{:.0f} s", "peak_memory_mb": "{:,.0f} MB", "trainable_params": "{:,}"}
+    return with_units(info.drop(columns=["loss_history", "folder", "key"], errors="ignore"), units).set_index("arm")
+
+
+def table_view(table: pd.DataFrame, index=("benchmark", "metric", "arm"), *, precision: int = 1) -> pd.DataFrame:
+    """A comparison or gain table for display: each mean and difference as `value [low, high]`."""
+    from .plots import interval_columns
+
+    keep = [*index, *(c for c in ("n", "n_unscored", "against") if c in table)]
+    shown = interval_columns(table, keep=keep, precision=precision)
+    if "against" in shown:
+        shown["against"] = shown["against"].fillna("")  # not compared: blank, not "nan"
+    return shown.set_index(list(index))
+

@@ -9,7 +9,8 @@ read == kept + sum(skipped) + sum(cut).
 
 A data spec (a profile's `train_data`) is one source or a mixture of sources joined by "+":
     spec   := source ("+" source)*
-    source := location [":" amount]       location: a project-relative file, or "hf:<dataset id>"
+    source := location [":" amount]       location: a project-relative file, "hf:<dataset id>", or one
+                                          .json/.jsonl file of a hub dataset repo, "hf:<dataset id>/<file>"
     amount := share | count               share: a number with a decimal point in (0, 1], the fraction of that
                                           source's usable records; count: a whole number of its records
 e.g. "data_samples/instructions_zh.json:1.0 + data_samples/cot_zh.json:0.3" or "a.json + hf:org/set:500".
@@ -38,6 +39,7 @@ __all__ = [
     "validate_records",
     "load_instructions",
     "load_instructions_from_hub",
+    "load_instructions_from_hub_file",
     "parse_data_spec",
     "load_training_data",
     "SUPPORTED_EXTENSIONS",
@@ -49,6 +51,7 @@ MAX_EXAMPLES = 3  # examples kept per skip reason; enough to find the records, s
 _BOM = b"\xef\xbb\xbf"
 _WS = re.compile(r"[ \t\n\r]*")
 _AMOUNT = re.compile(r"(?P<location>.+?)\s*:\s*(?P<amount>\d*\.\d+|\d+\.?\d*)")
+_HUB_FILE = re.compile(r"(?P<repo>[^/]+/[^/]+)/(?P<filename>.+\.jsonl?)", re.IGNORECASE)  # org/name/path.json
 
 
 class DataError(ValueError):
@@ -363,15 +366,16 @@ def _finish(report: DataReport, formats: Counter) -> None:
 
 
 def load_instructions(
-    path, *, dedupe: bool = True, strict: bool = False, limit: int | None = None
+    path, *, dedupe: bool = True, strict: bool = False, limit: int | None = None, source: str | None = None
 ) -> tuple[list[dict], DataReport]:
-    """Load a .json/.jsonl instruction file; return (normalised records, report)."""
+    """Load a .json/.jsonl instruction file; return (normalised records, report); `source` names it (default: path)."""
     suffix = _check_extension(path)
     text, notes = read_text(path)
     kind, more_notes = _file_kind(text, suffix, path)
     several_lines = "\n" in text.strip()
     records = ((_where(index, line, several_lines), value) for index, line, value in _iter_located(text, kind, path))
-    return validate_records(records, str(path), dedupe=dedupe, strict=strict, limit=limit, notes=notes + more_notes)
+    return validate_records(records, source or str(path), dedupe=dedupe, strict=strict, limit=limit,
+                            notes=notes + more_notes)
 
 
 def load_instructions_from_hub(
@@ -389,6 +393,19 @@ def load_instructions_from_hub(
     rows = load_dataset(dataset_id, split=split, **load_kwargs)
     records = ((f"row {index + 1}", row) for index, row in enumerate(rows))
     return validate_records(records, f"hf:{dataset_id}", dedupe=dedupe, strict=strict, limit=limit)
+
+
+def load_instructions_from_hub_file(repo_id: str, filename: str, *, revision: str | None = None,
+                                    **kwargs) -> tuple[list[dict], DataReport]:
+    """One .json/.jsonl file of a hub dataset repo, downloaded to the HF cache and read like a local file.
+
+    For repos that `datasets` cannot load whole, e.g. BAAI/COIG: its loading script is no longer run, and its
+    files differ in format. The report and records name the file "hf:<repo_id>/<filename>".
+    """
+    from huggingface_hub import hf_hub_download  # imported lazily, like datasets above
+
+    path = hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision)
+    return load_instructions(path, source=f"hf:{repo_id}/{filename}", **kwargs)
 
 
 # ----------------------------------------------------------------------------- data specs and mixtures
@@ -417,6 +434,9 @@ def parse_data_spec(spec: str) -> list[tuple[str, float | int | None]]:
 
 def _load_source(location: str, **kwargs) -> tuple[list[dict], DataReport]:
     if location.startswith("hf:"):
+        hub_file = _HUB_FILE.fullmatch(location.removeprefix("hf:"))
+        if hub_file:
+            return load_instructions_from_hub_file(hub_file["repo"], hub_file["filename"], **kwargs)
         return load_instructions_from_hub(location.removeprefix("hf:"), **kwargs)
     from .paths import project_path
 

@@ -17,7 +17,8 @@ from .paths import output_dir, project_path
 
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
            "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
-           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels"]
+           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels",
+           "INTERVAL_COLUMNS", "interval_columns", "with_units"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -240,6 +241,34 @@ def interval_table(table, index, columns="model", *, precision: int = 1):
     items without a reference, shown as "n/a" with their count, never as 0)."""
     cells = table.assign(cell=[_interval_cell(r, precision) for r in table.to_dict("records")])
     return cells.pivot_table(index=index, columns=columns, values="cell", aggfunc="first", sort=False)
+
+
+# Triples of a mean and its interval as the runner's tables name them, and the column each becomes for display.
+INTERVAL_COLUMNS = {"base_mean": ("base_ci_low", "base_ci_high", "untuned [95% CI]"),
+                    "mean": ("ci_low", "ci_high", "mean [95% CI]"),
+                    "diff": ("diff_low", "diff_high", "difference [95% CI]")}
+
+
+def interval_columns(table, *, keep=(), precision: int = 1):
+    """A display copy of a wide table: each (mean, low, high) triple of INTERVAL_COLUMNS becomes one
+    `mean [low, high]` text column (differences signed; "n/a" where not measured); `keep` columns come first."""
+    f = f"{{:.{precision}f}}"
+    out = table[list(keep)].copy()
+    for mean, (low, high, name) in INTERVAL_COLUMNS.items():
+        if mean in table:
+            sign = "+" if mean == "diff" else ""
+            out[name] = [("n/a" if np.isnan(m) else f"{m:{sign}.{precision}f} [{f.format(lo)}, {f.format(hi)}]")
+                         for m, lo, hi in zip(table[mean].astype(float), table[low], table[high])]
+    return out
+
+
+def with_units(df, units: dict):
+    """A display copy with each named numeric column as text with its unit ({"est_minutes": "{:.1f} min"});
+    NaN shows as "n/a". For measurements that are not means of items, so carry no interval."""
+    out = df.copy()
+    for col, fmt in units.items():
+        out[col] = ["n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v) for v in df[col]]
+    return out
 
 
 def captioned(df, profile, title: str, precision: int = 1):

@@ -76,8 +76,9 @@ def test_arm_key_ignores_only_fields_that_cannot_change_results(tmp_path):
                          ("base_model", "tiny:llama"), ("max_steps", 3)):
         assert A.arm_key(dataclasses.replace(profile, **{field: value})) != key, field
     # Evaluation-only settings re-evaluate without re-training: a new eval key, the same arm key.
-    changed = dataclasses.replace(profile, exam_limit=6)
-    assert A.arm_key(changed) == key and A.eval_key(changed) != A.eval_key(profile)
+    for field, value in (("exam_limit", 6), ("exam_max_new_tokens", 64), ("eval_suffix", "先思考，再决定")):
+        changed = dataclasses.replace(profile, **{field: value})
+        assert A.arm_key(changed) == key and A.eval_key(changed) != A.eval_key(profile), field
     assert A.eval_key(profile, shots=(0, 3)) != A.eval_key(profile, shots=(0,))
 
 
@@ -206,6 +207,19 @@ def test_estimates_count_continued_pretraining_and_the_new_vocabulary_rows(tmp_p
     assert A.estimate_time(expanded)["train_s"] == A.estimate_time(plain)["train_s"]
     assert A.estimate_time(pretrained)["train_s"] == pytest.approx(6 * A.estimate_time(plain)["train_s"])  # 2 + 10
     assert A.estimate_memory(plain) < A.estimate_memory(expanded) < A.estimate_memory(pretrained)
+def test_plan_arms_counts_a_mixture_and_trains_a_shared_adapter_once(tmp_path):
+    profile = _smoke(tmp_path, max_steps=-1, train_limit=0, batch_size=4, grad_accum=1)
+    mixture = "data_samples/instructions_zh.json:32 + data_samples/cot_zh.json:0.1"  # 32 + round(12.2) records
+    arms = [{"name": "instructions", "train_data": "data_samples/instructions_zh.json:32"},
+            {"name": "+ CoT", "train_data": mixture},
+            {"name": "+ CoT, cue", "train_data": mixture, "eval_suffix": "先思考，再决定"}]
+    plan = A.plan_arms(profile, arms).set_index("arm")
+    assert plan["train_steps"].tolist() == [8, 11, 11]  # ceil(44 / 4): both sources counted
+    assert plan.loc["+ CoT, cue", "status"] == "to evaluate (an earlier arm's adapter)"
+    assert plan.loc["+ CoT, cue", "est_minutes"] < plan.loc["+ CoT", "est_minutes"], "no training counted twice"
+    hub = A.plan_arms(profile, [{"name": "counted", "train_data": "hf:org/set:100"},
+                                {"name": "unknown", "train_data": "hf:org/set:100 + hf:org/other"}])
+    assert hub["train_steps"].iat[0] == 25 and pd.isna(hub["train_steps"].iat[1])  # a hub set's size is its count
 
 
 # ------------------------------------------------------------------------------ tables on synthetic rows
@@ -243,6 +257,15 @@ def test_compare_to_pairs_arms_and_arms_without_one_are_references():
     table = A.comparison_table(rows, arms, n_boot=200).set_index("arm")
     assert table["against"].dropna().to_dict() == {"llama zh": "llama en", "bloom zh": "bloom en"}
     assert table["diff"].notna().sum() == 2
+
+
+def test_group_rows_compares_one_category_alone():
+    rows = pd.concat([_rows({"a": 40, "b": 40}, groups=("open_qa",)), _rows({"a": 20, "b": 60}, groups=("math",))])
+    table = A.comparison_table(A.group_rows(rows, {"belle": ["math"]}), n_boot=300).set_index("arm")
+    assert set(table["benchmark"]) == {"belle:math"} and (table["n"] == 6).all()
+    assert table.loc["b", "diff_low"] > 20  # the math gap alone, not diluted by open_qa where a and b tie
+    with pytest.raises(ValueError, match=r"no rows for belle:code, exam:education; groups present: .*'math'"):
+        A.group_rows(rows, {"belle": ["math", "code"], "exam": ["education"]})
 
 
 def test_comparing_arms_scored_on_different_items_is_an_error():

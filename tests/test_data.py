@@ -469,6 +469,38 @@ def test_mixture_of_hub_and_file(tmp_path, monkeypatch):
     assert report.sources[1].path == "hf:demo/set" and records[-1]["where"].startswith("row ")
 
 
+def test_a_count_draws_the_same_records_alone_and_in_a_mixture(tmp_path):
+    # Finding 04's arms: "instructions:N" and "instructions:N + cot:M" train on the same N instruction records.
+    a, b = _write_set(tmp_path / "a.json", "甲", 40), _write_set(tmp_path / "b.json", "乙", 20)
+    alone, _ = load_training_data(f"{a}:12", seed=3)
+    mixed, _ = load_training_data(f"{a}:12 + {b}:6", seed=3)
+    assert len(alone) == 12 and mixed[:12] == alone and Counter(_sources(mixed[12:])) == {"乙": 6}
+    assert load_training_data(f"{a}:12", seed=4)[0] != alone  # the seed picks them
+
+
+def test_hub_source_may_name_one_file_of_a_dataset_repo(tmp_path, monkeypatch):
+    calls = []
+    cot = _write_set(tmp_path / "CoT_Chinese_data.json", "丙", 10)
+
+    def fake_download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename))
+        return str(cot)
+
+    def fake_load_dataset(repo, split, **kwargs):
+        calls.append((repo, split))
+        return [{"instruction": f"丁 {i}", "input": "", "output": "好的"} for i in range(10)]
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load_dataset))
+    chain = "hf:QingyiSi/Alpaca-CoT/Chain-of-Thought/CoT_Chinese_data.json"
+    records, report = load_training_data(f"{chain}:4 + hf:demo/set")
+    assert calls == [("QingyiSi/Alpaca-CoT", "Chain-of-Thought/CoT_Chinese_data.json"),
+                     ("demo/set", "train")]  # one file is downloaded and read like a local file; a plain id loads
+    assert [s.path for s in report.sources] == [chain, "hf:demo/set"] and len(records) == 4 + 10
+
+
 # --------------------------------------------------------------------------- lower-level pieces
 
 

@@ -86,7 +86,8 @@ def _check_quickstart(m):
     assert m["new_steps"] == 30 and m["train_seconds"] > 0 and m["tokens_per_s"] > 0
     assert 0 < m["memory_before_mb"] <= m["memory_after_mb"] and 0 < m["memory_share_pct"] <= 100
     assert ("RSS" in m["memory_kind"]) == (m["gpu"] == "none (CPU)")  # on a CPU the figure says it is RSS
-    assert m["reload_matches_tuned"] is True and m["merged_matches_adapter_pct"] == 100
+    assert m["reload_matches_tuned"] is True and 0 <= m["merged_matches_adapter_pct"] <= 100
+    assert m["merged_max_logprob_diff"] < 0.1  # exact up to fp16 rounding (a wrong merge is off by whole nats)
 
 
 def _check_evaluation(m):
@@ -171,9 +172,70 @@ def _check_vocabulary(m):
     assert set(m["verdicts"].values()) <= set(VERDICTS) and "cannot test this finding" in m["conclusion"]["text"]
 
 
+def _check_chain_of_thought(m):
+    from helpers.arms import VERDICTS
+
+    against = {"instructions": None, "+ CoT data": "instructions", "+ CoT data, CoT* prompt": "+ CoT data"}
+    counts = {"belle": 30, "belle:code": 3, "belle:math": 3, "exam": 24,
+              **{f"exam:{s}": 6 for s in ("medicine", "psychology", "law", "education")}}
+    judged = {"belle", "belle:code", "belle:math", "exam", "exam:education"}  # the measures table 8 reports
+    assert list(m["arms"]) == list(against)
+    for name, entries in m["arms"].items():
+        assert {key.split("/")[1]: entry["n"] for key, entry in entries.items()} == counts
+        for key, entry in entries.items():
+            _check_triple(entry["mean"])
+            assert entry["against"] == against[name]
+            if against[name]:
+                _check_triple(entry["diff"], -100, 100)
+            assert ("verdict" in entry) == (against[name] is not None and key.split("/")[1] in judged), key
+            assert entry.get("verdict", VERDICTS[0]) in VERDICTS
+    assert m["n_verdicts"] == len(m["verdicts"]) == 2 * len(judged) and set(m["verdicts"].values()) <= set(VERDICTS)
+    # The CoT* arm: the CoT arm's adapter evaluated again (not trained), and the only one asked with the cue.
+    assert m["same_adapter"] == {"+ CoT data, CoT* prompt": True}
+    assert m["status"] == {"instructions": "trained", "+ CoT data": "trained", "+ CoT data, CoT* prompt": "evaluated"}
+    assert m["cue_counts"] == {name: {"asked": 30, "with_cue": 30 if name.endswith("CoT* prompt") else 0}
+                               for name in against}
+    example = m["worked_example"]  # the first Belle math item, the same for every arm
+    assert example["reference"] == "面积是96平方厘米，周长是40厘米"  # final_answer read the reference's "答：..."
+    assert set(example["final_answers"]) == set(against)
+    assert all(n > 0 for n in example["n_chars"].values())
+    assert m["n_instructions"] == 30 and m["n_exam"] == 24 and "cannot test this finding" in m["conclusion"]["text"]
+
+
+def _check_human_values(m):
+    from helpers.arms import VERDICTS
+
+    arms = {"without values", "with values"}
+    assert set(m["arms"]) == set(m["safety"]) == arms
+    for entries in m["arms"].values():
+        for key in ("tuned/belle/rouge_l_chars", "tuned/exam/generate/0-shot"):
+            _check_triple(entries[key]["mean"])
+    for name, entries in m["safety"].items():  # smoke has no judge: the rule's rows only
+        assert set(entries) == {"tuned/harmful/refusal_rule", "tuned/harmless/refusal_rule"}
+        for key, entry in entries.items():
+            _check_triple(entry["mean"])  # a rate in [0, 100] inside its interval
+            assert entry["n"] == (65 if "/harmful/" in key else 60)
+            if name == "with values":  # paired against the arm without value data, with a verdict
+                assert entry["against"] == "without values" and entry["verdict"] in VERDICTS
+                _check_triple(entry["diff"], -100, 100)
+    assert m["safety"]["with values"]["tuned/harmless/refusal_rule"]["verdict"] == VERDICTS[5]  # no expected sign
+    assert m["held_aside"] == {"prompts_checked": {a: 125 for a in arms}, "leaks": 0, "n_harmful": 65,
+                               "n_harmless": 60}
+    rule = m["rule"]
+    _check_triple(rule["false_positive_rate"])
+    _check_triple(rule["agreement"])
+    assert rule["n_benign_replies"] == 60 and rule["n_labelled"] == 40
+    assert m["n_verdicts"] == len(m["verdicts"]) == 4 and set(m["verdicts"].values()) <= set(VERDICTS)
+    assert m["judge"] == "none" and "cannot test this finding" in m["conclusion"]["text"]
+
+
+
 CHECKS = {"00_quickstart": _check_quickstart, "08_evaluation": _check_evaluation,
+          "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language,
+          "04_chain_of_thought": _check_chain_of_thought,
           "05_vocabulary": _check_vocabulary,
-          "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language}
+          "07_human_values": _check_human_values,
+}
 
 
 _BAR = re.compile(r"^(?P<desc>[^|]*?):\s*(?P<pct>\d+)%\|")
