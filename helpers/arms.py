@@ -201,8 +201,10 @@ ESTIMATE_RULE = (
     "per forward pass; generation = one read of the weights per new token at the device's memory bandwidth plus "
     "1 ms per layer. Memory: nf4 weights at 0.52 byte/parameter (unquantised: the compute dtype), embeddings in "
     "the compute dtype, LoRA + Adam at 16 bytes/adapter parameter, activations 2 x layers x batch x length x "
-    "hidden x 2 bytes with checkpointing (17x without), logits 10 bytes per token per vocabulary entry, 0.5 GiB "
-    "CUDA context. Counts come from the limits (or the local files); blank (nan) where neither says."
+    "hidden x 2 bytes with checkpointing (17x without), logits 10 bytes per token per vocabulary entry (pieces a "
+    "vocab_expansion adds included; with pretrain_steps their embedding and output rows train at 16 bytes per "
+    "value, and each pre-training step costs a training step), 0.5 GiB CUDA context. Counts come from the limits "
+    "(or the local files); blank (nan) where neither says."
 )
 # Peak dense fp16/bf16 FLOP/s and memory bandwidth (bytes/s) of common cards; longer names are matched first.
 _DEVICE_SPEED = {"A100": (312e12, 1.6e12), "H100": (990e12, 3.3e12), "H200": (990e12, 4.8e12),
@@ -264,9 +266,19 @@ def estimate_memory(profile) -> float | None:
         return None
     tokens = profile.batch_size * profile.max_length
     activations = size["layers"] * tokens * size["hidden"] * 2 * (2 if profile.gradient_checkpointing else 17)
+    new_rows = _new_vocab_rows(profile)
     total = (_weight_bytes(profile, size) + size["lora_per_rank"] * profile.lora_r * 16 + activations
-             + tokens * size["vocab"] * 10)
+             + tokens * (size["vocab"] + new_rows) * 10
+             + (new_rows * size["hidden"] * 2 * 16 if profile.pretrain_steps else 0))  # new rows trained, with Adam
     return total / 2**30 + 0.5
+
+
+def _new_vocab_rows(profile) -> int:
+    """Rows vocab_expansion can add to the embeddings and the output layer: its piece count (an upper bound)."""
+    from .vocab import parse_vocab_expansion
+
+    spec = parse_vocab_expansion(profile.vocab_expansion)
+    return spec[1] if spec else 0
 
 
 def _source_count(location: str, amount) -> int | None:
@@ -311,7 +323,7 @@ def estimate_time(profile, *, shots=(0,), n_prompts: int = 0) -> dict:
     rate = flops * _UTILISATION
     tokens = profile.batch_size * profile.grad_accum * profile.max_length
     step = (8 if profile.gradient_checkpointing else 6) * size["total"] * tokens / rate + 0.05 * profile.grad_accum
-    train_s = steps * step if steps else None
+    train_s = (steps + profile.pretrain_steps) * step if steps else None  # continued pre-training steps cost alike
     if not (n_belle and n_exam):
         return {"train_s": train_s, "eval_s": None}
     new_token = _weight_bytes(profile, size) / bandwidth + size["layers"] * 1e-3

@@ -186,6 +186,27 @@ def test_an_arm_killed_after_its_last_checkpoint_is_restored_without_training(tm
     assert json.loads((folder / "train.json").read_text())["train"]["new_steps"] == 0
 
 
+def test_vocabulary_arms_are_cached_and_a_cached_adapter_reattaches_to_its_expanded_base(tmp_path, counters):
+    profile = _smoke(tmp_path, base_model="tiny:llama")
+    vocab = {"vocab_expansion": "data_samples/corpus/zh_train.txt:2000"}
+    arms = [{"name": "voc", **vocab}, {"name": "voc-pre", **vocab, "pretrain_steps": 2}]
+    longer = {**arms[1], "pretrain_steps": 4}
+    keys = {A.arm_key(A.resolve_arm(profile, arm)) for arm in arms + [longer, {"name": "plain"}]}
+    assert len(keys) == 4, "the vocabulary fields are part of the arm key"
+    first = A.run_arms(profile, arms, progress=False, n_boot=200)
+    assert counters["train"] == 1 + (2 + 1), "tuning; pre-training (new rows, then LoRA) and tuning"
+    again = A.run_arms(profile, arms, progress=False, n_boot=200)
+    assert counters["train"] == 4 and list(again["arms"]["status"]) == ["cached", "cached"]
+    # An evaluation-only change rebuilds each expanded base from the vocabulary cache (no pre-training again) and
+    # attaches the stored adapter: the same replies as before, so it is the same tuned model.
+    fewer = A.run_arms(dataclasses.replace(profile, exam_limit=2), arms, progress=False, n_boot=200)
+    assert counters["train"] == 4 and list(fewer["arms"]["status"]) == ["evaluated", "evaluated"]
+    belle = ["arm", "item_id", "score"]
+    pd.testing.assert_frame_equal(first["rows"].query("benchmark == 'belle'")[belle].reset_index(drop=True),
+                                  fewer["rows"].query("benchmark == 'belle'")[belle].reset_index(drop=True))
+    pd.testing.assert_frame_equal(first["answers"], fewer["answers"])
+
+
 def test_plan_arms_estimates_each_arm_and_marks_cached_ones(tmp_path):
     profile = _smoke(tmp_path)
     arms = [{"name": "q", "base_model": "tiny:qwen2"}, {"name": "q-full", "base_model": "tiny:qwen2",
@@ -197,6 +218,13 @@ def test_plan_arms_estimates_each_arm_and_marks_cached_ones(tmp_path):
     assert "Rough rule" in A.ESTIMATE_RULE
 
 
+def test_estimates_count_continued_pretraining_and_the_new_vocabulary_rows(tmp_path):
+    plain = _smoke(tmp_path, base_model="tiny:llama")
+    expanded = dataclasses.replace(plain, vocab_expansion="data_samples/corpus/zh_train.txt:2000")
+    pretrained = dataclasses.replace(expanded, pretrain_steps=10)
+    assert A.estimate_time(expanded)["train_s"] == A.estimate_time(plain)["train_s"]
+    assert A.estimate_time(pretrained)["train_s"] == pytest.approx(6 * A.estimate_time(plain)["train_s"])  # 2 + 10
+    assert A.estimate_memory(plain) < A.estimate_memory(expanded) < A.estimate_memory(pretrained)
 def test_plan_arms_counts_a_mixture_and_trains_a_shared_adapter_once(tmp_path):
     profile = _smoke(tmp_path, max_steps=-1, train_limit=0, batch_size=4, grad_accum=1)
     mixture = "data_samples/instructions_zh.json:32 + data_samples/cot_zh.json:0.1"  # 32 + round(12.2) records

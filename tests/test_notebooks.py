@@ -175,6 +175,36 @@ def _check_data_types(m):
     assert m["n_instructions"] == 30 and m["n_exam"] == 24 and "cannot test this finding" in m["conclusion"]["text"]
 
 
+def _check_vocabulary(m):
+    from helpers.arms import VERDICTS
+
+    original, expanded, pretrained = "original vocabulary", "+ Chinese vocabulary", "+ Chinese vocabulary, pre-trained"
+    assert set(m["arms"]) == {original, expanded, pretrained}
+    assert set(m["vocab_check"]) == set(m["new_tokens"]) == {expanded, pretrained}
+    assert len(m["tokenizer"]) == 2 * 2  # two expanded arms x two held-aside texts
+    for key, tok in m["tokenizer"].items():  # Chinese text gets shorter: tokens per Han character fall
+        assert tok["tokens_per_han_after"] < 0.7 * tok["tokens_per_han_before"], key
+        assert 30 < tok["length_reduction_pct"] < 100, key
+    for name, check in m["vocab_check"].items():  # after save and reload, on the 4-bit base
+        assert check["ok"] is True and check["old_rows_kept"] is True and m["new_tokens"][name] > 1000
+        assert check["old_ids_kept"] == check["old_tokens"] > 0
+        assert check["tokenizer_len"] == check["saved_tokenizer_len"] == check["old_tokens"] + m["new_tokens"][name]
+        assert check["model_rows"] == check["config_vocab_size"] == check["saved_config_vocab_size"]
+        assert check["tokenizer_len"] <= check["model_rows"] < check["tokenizer_len"] + 64
+    for name, entries in m["arms"].items():
+        for key in ("tuned/belle/rouge_l_chars", "tuned/exam/generate/0-shot", "tuned/exam/loglik/0-shot"):
+            _check_triple(entries[key]["mean"])
+    pairs = {(expanded, original): m["arms"][expanded], (pretrained, expanded): m["arms"][pretrained],
+             (pretrained, original): m["pretrained_vs_original"][pretrained]}
+    for (arm, against), entries in pairs.items():
+        for key, bench in (("tuned/belle/rouge_l_chars", "belle"), ("tuned/exam/generate/0-shot", "exam")):
+            assert entries[key]["against"] == against
+            _check_triple(entries[key]["diff"], -100, 100)
+            assert entries[key]["verdict"] == m["verdicts"][f"{arm} vs {against} / {bench}"]  # the pair's own verdict
+    assert m["n_verdicts"] == len(m["verdicts"]) == 3 * 2 and m["n_instructions"] == 30 and m["n_exam"] == 24
+    assert set(m["verdicts"].values()) <= set(VERDICTS) and "cannot test this finding" in m["conclusion"]["text"]
+
+
 def _check_chain_of_thought(m):
     from helpers.arms import VERDICTS
 
@@ -237,6 +267,7 @@ CHECKS = {"00_quickstart": _check_quickstart, "08_evaluation": _check_evaluation
           "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language,
           "03_data_types": _check_data_types,
           "04_chain_of_thought": _check_chain_of_thought,
+          "05_vocabulary": _check_vocabulary,
           "07_human_values": _check_human_values,
 }
 
