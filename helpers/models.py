@@ -1,6 +1,8 @@
 """Loading bases and tokenizers: 4-bit nf4 by default, safetensors only, remote code only on request."""
 from __future__ import annotations
 
+import os
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
 
@@ -8,6 +10,7 @@ __all__ = [
     "REMOTE_CODE_FAMILIES",
     "resolve_model_source",
     "pick_dtype",
+    "pick_attention",
     "quantization_config",
     "load_model",
     "load_tokenizer",
@@ -35,6 +38,15 @@ def pick_dtype(compute_dtype: str = "auto") -> torch.dtype:
     if not torch.cuda.is_available():
         return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def pick_attention() -> str | None:
+    """FlashAttention 2 where it runs (an Ampere or newer GPU with flash-attn installed), else transformers' default
+    (SDPA). Its variable-length kernel is what makes padding-free batches pay (profile field padding_free)."""
+    import importlib.util
+
+    ampere = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    return "flash_attention_2" if ampere and importlib.util.find_spec("flash_attn") else None
 
 
 def quantization_config(quantization: str, compute_dtype: torch.dtype) -> BitsAndBytesConfig | None:
@@ -80,11 +92,13 @@ def load_model(
     """Load a causal LM from the hub or a directory, in 4-bit nf4 unless quantization='none'."""
     _check_remote_code(name_or_path, trust_remote_code)
     dtype = pick_dtype(compute_dtype)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # One GPU per process under torchrun / accelerate launch (LOCAL_RANK); the only GPU otherwise.
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(
         name_or_path,
         quantization_config=quantization_config(quantization, dtype),
         dtype=dtype,
+        attn_implementation=pick_attention(),
         device_map={"": device},
         use_safetensors=True,  # never unpickle weights: a .bin checkpoint can run arbitrary code
         trust_remote_code=trust_remote_code,

@@ -18,7 +18,7 @@ from .paths import output_dir, project_path
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
            "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
            "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels",
-           "plot_loss_curves"]
+           "INTERVAL_COLUMNS", "interval_columns", "with_units", "plot_loss_curves"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -258,6 +258,34 @@ def interval_table(table, index, columns="model", *, precision: int = 1):
     return cells.pivot_table(index=index, columns=columns, values="cell", aggfunc="first", sort=False)
 
 
+# Triples of a mean and its interval as the runner's tables name them, and the column each becomes for display.
+INTERVAL_COLUMNS = {"base_mean": ("base_ci_low", "base_ci_high", "untuned [95% CI]"),
+                    "mean": ("ci_low", "ci_high", "mean [95% CI]"),
+                    "diff": ("diff_low", "diff_high", "difference [95% CI]")}
+
+
+def interval_columns(table, *, keep=(), precision: int = 1):
+    """A display copy of a wide table: each (mean, low, high) triple of INTERVAL_COLUMNS becomes one
+    `mean [low, high]` text column (differences signed; "n/a" where not measured); `keep` columns come first."""
+    f = f"{{:.{precision}f}}"
+    out = table[list(keep)].copy()
+    for mean, (low, high, name) in INTERVAL_COLUMNS.items():
+        if mean in table:
+            sign = "+" if mean == "diff" else ""
+            out[name] = [("n/a" if np.isnan(m) else f"{m:{sign}.{precision}f} [{f.format(lo)}, {f.format(hi)}]")
+                         for m, lo, hi in zip(table[mean].astype(float), table[low], table[high])]
+    return out
+
+
+def with_units(df, units: dict):
+    """A display copy with each named numeric column as text with its unit ({"est_minutes": "{:.1f} min"});
+    NaN shows as "n/a". For measurements that are not means of items, so carry no interval."""
+    out = df.copy()
+    for col, fmt in units.items():
+        out[col] = ["n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v) for v in df[col]]
+    return out
+
+
 def captioned(df, profile, title: str, precision: int = 1):
     """A table for display whose caption names what it shows and the profile (smoke: not a result)."""
     return df.style.set_caption(f"{title} · {profile_label(profile)}").format(precision=precision)
@@ -281,20 +309,22 @@ def plot_heatmap(table, profile, *, title: str, value_label: str, rows: str = "m
 
     `table` is tidy with columns rows, cols, mean, ci_low, ci_high (e.g. score_tables()["belle"] for one
     scorer, or ["exam"] for one mode and shot count); a missing or NaN cell shows "n/a". Like the paper's
-    tables 6/7; the colour scale (vmin/vmax, default the data's range) is labelled with value_label.
+    tables 6/7; the colour scale (vmin/vmax, default the data's range) is labelled with value_label. Numbers
+    published without an interval (the paper's own; no ci columns, or NaN) show the mean alone.
     """
     import numpy as np
 
     row_labels, col_labels, cells = _heatmap_grid(table, rows, cols)
-    get = lambda r, c, key: float(cells[(r, c)][key]) if (r, c) in cells else float("nan")  # noqa: E731
+    get = lambda r, c, key: float(cells[(r, c)].get(key, "nan")) if (r, c) in cells else float("nan")  # noqa: E731
     means = np.array([[get(r, c, "mean") for c in col_labels] for r in row_labels])
     fig, ax = plt.subplots(figsize=(max(5.0, 1.05 * len(col_labels) + 2.4), max(2.4, 0.75 * len(row_labels) + 1.6)))
     cmap = plt.get_cmap("YlGnBu").with_extremes(bad="#e0e0e0")  # NaN cells: grey, labelled n/a
     image = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
     for i, r in enumerate(row_labels):
         for j, c in enumerate(col_labels):
-            mean = means[i, j]
-            text = "n/a" if np.isnan(mean) else f"{mean:.1f}\n[{get(r, c, 'ci_low'):.1f}, {get(r, c, 'ci_high'):.1f}]"
+            mean, low, high = means[i, j], get(r, c, "ci_low"), get(r, c, "ci_high")
+            interval = "" if np.isnan(low) or np.isnan(high) else f"\n[{low:.1f}, {high:.1f}]"
+            text = "n/a" if np.isnan(mean) else f"{mean:.1f}{interval}"
             dark = not np.isnan(mean) and image.norm(mean) > 0.55  # white text on the dark end of the scale
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "#222222")
     if "avg" in col_labels:  # the mean over categories is a summary, not one more category: set it apart

@@ -1,6 +1,7 @@
 """QLoRA supervised fine-tuning with TRL's SFTTrainer: crash-safe checkpoints, resume, NaN and OOM guards."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -17,6 +18,7 @@ import torch
 from transformers import TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
+from .batching import LengthGroupedBatches, as_training_rows
 from .models import count_parameters, pick_dtype
 from .peft_methods import (build_peft_config, is_adapted, optimizer_steps, prepare_for_training, training_callbacks,
                            training_loss)
@@ -26,6 +28,8 @@ __all__ = [
     "NonFiniteLossError",
     "OutOfMemoryAdvice",
     "sft_config",
+    "use_padding_free",
+    "fit_activation_memory",
     "latest_checkpoint",
     "set_aside_incomplete",
     "train_model",
@@ -88,6 +92,8 @@ class _CheckpointMarker(TrainerCallback):
     """Marks a checkpoint complete after the Trainer wrote all of it (its own save is not atomic)."""
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:  # process 0 writes the checkpoint, so it alone marks it
+            return
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         tmp = ckpt / f".{COMPLETE_MARKER}.tmp"
         with open(tmp, "w") as f:
@@ -111,7 +117,8 @@ class _NonFiniteLossGuard(TrainerCallback):
             )
 
 
-def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, grad_accum: int) -> SFTConfig:
+def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, grad_accum: int,
+               padding_free: bool = False) -> SFTConfig:
     """TRL settings from a profile: precision from the device, response-only loss, no NaN filtering."""
     dtype = pick_dtype(profile.compute_dtype)
     on_gpu = torch.cuda.is_available()
@@ -133,14 +140,19 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
         fp16=on_gpu and dtype == torch.float16,  # fp16 trains with dynamic loss scaling (GradScaler)
         bf16=on_gpu and dtype == torch.bfloat16,
         gradient_checkpointing=False,  # done by prepare_for_training, before the adapter is attached
+        activation_offloading=profile.activation_offloading,
         optim="paged_adamw_8bit" if on_gpu else "adamw_torch",  # paged 8-bit states save GPU memory
-        max_length=profile.max_length,
+        # Padding-free rows arrive already cut to max_length (TRL refuses padding_free with a max_length to enforce).
+        max_length=None if padding_free else profile.max_length,
+        padding_free=padding_free,
         completion_only_loss=True,  # loss on the answer only: prompt tokens are labelled -100
         logging_nan_inf_filter=False,  # the default would hide a NaN loss behind earlier averages
         include_num_input_tokens_seen="non_padding",
         report_to="none",
         dataloader_num_workers=0,
         dataloader_pin_memory=on_gpu,
+        use_cpu=not on_gpu,  # also what makes torchrun's CPU processes one (gloo) group instead of N lone runs
+        ddp_find_unused_parameters=False,  # each adapter weight takes part in every forward pass: skip the search
     )
 
 
@@ -226,6 +238,37 @@ def _peak_memory() -> tuple[float, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (CPU)"
 
 
+def use_padding_free(profile, model) -> bool:
+    """Whether to train padding-free: 'auto' turns it on where the model runs a FlashAttention kernel, whose
+    variable-length path makes one concatenated row cost what its rows cost alone (SDPA would build a full mask)."""
+    if profile.padding_free != "auto":
+        return profile.padding_free == "on"
+    return str(getattr(model.config, "_attn_implementation", None)).startswith("flash")
+
+
+def fit_activation_memory(profile, model):
+    """On a GPU with auto_checkpointing, the profile with gradient checkpointing off when the memory planner says
+    the run fits without it (saving its recompute), on when it does not."""
+    if not (profile.auto_checkpointing and torch.cuda.is_available()) or hasattr(model, "peft_config"):
+        return profile  # on CPU there is no card to fit; a model already wrapped was prepared by its caller
+    from .memory import choose_activation_memory
+
+    choice, plan = choose_activation_memory(profile, model.config)
+    if {k: getattr(profile, k) for k in choice} != choice:
+        print(f"Memory planner: {plan.verdict} with {choice}; using that instead of the profile's "
+              f"gradient_checkpointing={profile.gradient_checkpointing}, "
+              f"activation_offloading={profile.activation_offloading}.")
+    return dataclasses.replace(profile, **choice)
+
+
+def _group_by_length(trainer, lengths: list[int], seed: int) -> None:
+    """Batch rows of similar length together; a group is one optimizer step of every process, so one process
+    with batch 2b and two with batch b see the same rows per step."""
+    args = trainer.args
+    group = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
+    trainer._get_train_sampler = lambda train_dataset=None: LengthGroupedBatches(lengths, group, seed)
+
+
 def _checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[1])  # checkpoint-<global step>
 
@@ -241,20 +284,23 @@ def _restore_finished(trainer, checkpoint: Path) -> None:
 
 def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_accum, resume, callbacks):
     ckpt_dir = out / "checkpoints"
-    _match_or_set_aside(ckpt_dir, _run_signature(profile, dataset, batch_size, grad_accum))
-    set_aside_incomplete(ckpt_dir)
+    if os.environ.get("RANK", "0") == "0":  # one process tidies the folder under torchrun / accelerate launch
+        _match_or_set_aside(ckpt_dir, _run_signature(profile, dataset, batch_size, grad_accum))
+        set_aside_incomplete(ckpt_dir)
     resume_from = latest_checkpoint(ckpt_dir) if resume else None
+    # Rows are tokenised and checked here, so TRL neither re-truncates nor silently drops any of them.
+    rows, lengths = as_training_rows(dataset, tokenizer, profile.max_length)
+    padding_free = use_padding_free(profile, model)
     trainer = SFTTrainer(
         model=model,
-        args=sft_config(profile, ckpt_dir, batch_size=batch_size, grad_accum=grad_accum),
-        train_dataset=dataset,
+        args=sft_config(profile, ckpt_dir, batch_size=batch_size, grad_accum=grad_accum, padding_free=padding_free),
+        train_dataset=rows,
         processing_class=tokenizer,
         callbacks=[_CheckpointMarker(), _NonFiniteLossGuard(), *callbacks],
         compute_loss_func=training_loss(model, grad_accum),  # None (TRL's loss) except for AdaLoRA
     )
-    if len(trainer.train_dataset) != len(dataset):  # TRL drops fully masked rows without saying so
-        raise ValueError(f"{len(dataset) - len(trainer.train_dataset)} of {len(dataset)} examples have no answer "
-                         "token left after truncation; build the dataset with build_sft_dataset(...)")
+    if profile.group_by_length and not padding_free:  # padding-free batches have no padding to save
+        _group_by_length(trainer, lengths, profile.seed)
     trainer.data_collator = _guard_supervised(trainer.data_collator)
     _adapters_to_fp32(trainer.model)
     if resume_from and 0 < trainer.args.max_steps <= _checkpoint_step(resume_from):
@@ -278,6 +324,7 @@ def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLik
     """Fine-tune with an adapter (profile.peft_method unless peft_config is given), resuming from the latest
     complete checkpoint in output_dir."""
     out = Path(output_dir)
+    profile = fit_activation_memory(profile, model)
     set_seed(profile.seed)  # before the adapter is created: its initial weights come from this RNG
     if not is_adapted(model):
         config = peft_config or build_peft_config(profile, total_steps=optimizer_steps(profile, len(dataset)))
