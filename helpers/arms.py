@@ -718,7 +718,7 @@ def stage_bars(gains: pd.DataFrame) -> pd.DataFrame:
     carries the gain and its interval as a note."""
     base = gains.assign(stage="base", mean=gains["base_mean"], ci_low=gains["base_ci_low"],
                         ci_high=gains["base_ci_high"], note="")
-    note = [f"{_signed(d)} [{_signed(lo)}, {_signed(hi)}]"
+    note = [f"{_signed(d)}\n[{_signed(lo)}, {_signed(hi)}]"  # two short lines: fits above a narrow bar
             for d, lo, hi in zip(gains["diff"], gains["diff_low"], gains["diff_high"])]
     tuned = gains.assign(stage="tuned", note=note)
     cols = ["benchmark", "metric", "arm", "stage", "mean", "ci_low", "ci_high", "note"]
