@@ -18,7 +18,7 @@ import torch
 from transformers import TrainerCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from .batching import LengthGroupedBatches, as_training_rows
+from .batching import LengthGroupedBatches, check_training_rows
 from .models import count_parameters, pick_dtype
 from .peft_methods import (build_peft_config, is_adapted, optimizer_steps, prepare_for_training, training_callbacks,
                            training_loss)
@@ -283,18 +283,18 @@ def _restore_finished(trainer, checkpoint: Path) -> None:
 
 
 def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_accum, resume, callbacks):
+    # Rows come tokenised (build_sft_dataset) and are checked here, so TRL neither re-truncates nor drops any of them.
+    lengths = check_training_rows(dataset, profile.max_length)
     ckpt_dir = out / "checkpoints"
     if os.environ.get("RANK", "0") == "0":  # one process tidies the folder under torchrun / accelerate launch
         _match_or_set_aside(ckpt_dir, _run_signature(profile, dataset, batch_size, grad_accum))
         set_aside_incomplete(ckpt_dir)
     resume_from = latest_checkpoint(ckpt_dir) if resume else None
-    # Rows are tokenised and checked here, so TRL neither re-truncates nor silently drops any of them.
-    rows, lengths = as_training_rows(dataset, tokenizer, profile.max_length)
     padding_free = use_padding_free(profile, model)
     trainer = SFTTrainer(
         model=model,
         args=sft_config(profile, ckpt_dir, batch_size=batch_size, grad_accum=grad_accum, padding_free=padding_free),
-        train_dataset=rows,
+        train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=[_CheckpointMarker(), _NonFiniteLossGuard(), *callbacks],
         compute_loss_func=training_loss(model, grad_accum),  # None (TRL's loss) except for AdaLoRA
