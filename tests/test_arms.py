@@ -175,6 +175,9 @@ def test_plan_arms_estimates_each_arm_and_marks_cached_ones(tmp_path):
     assert (plan["status"] == "to run").all() and (plan["train_steps"] == 2).all()
     assert (plan["est_minutes"] > 0).all() and 0.4 < plan.loc["q", "params_m"] < 0.5
     assert plan.loc["q", "est_memory_gib"] < plan.loc["q-full", "est_memory_gib"], "4-bit weights cost less"
+    from helpers.memory import plan_for_profile  # the planner's peak, as the quickstart prints it
+
+    assert plan.loc["q", "est_memory_gib"] == plan_for_profile(A.resolve_arm(profile, arms[0])).total_gib
     assert "Rough rule" in A.ESTIMATE_RULE
 
 
