@@ -90,3 +90,19 @@ def test_known_noise_is_silenced_by_message_only(caplog):
         logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: no module")
         logger.warning("something else went wrong")
     assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
+
+
+def test_importing_the_helpers_loads_no_training_library():
+    """A notebook's import cell stays light (issue 13.8): transformers, trl, peft, bitsandbytes (which compiles
+    kernels at import) and datasets load in the cells that use them, not when the helpers are imported."""
+    import subprocess
+    import sys
+
+    light = ("adapters", "arms", "data", "environment", "experiment", "generation", "memory", "models", "plots",
+             "prompts", "recipe", "results", "train", "tiny")
+    heavy = ("transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate")
+    modules = ", ".join(f"helpers.{m}" for m in light)
+    code = f"import sys\nimport {modules}\nprint(sorted(set({heavy!r}) & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -87,6 +87,7 @@ def _check_quickstart(m):
     assert 0 < m["memory_before_mb"] <= m["memory_after_mb"] and 0 < m["memory_share_pct"] <= 100
     assert ("RSS" in m["memory_kind"]) == (m["gpu"] == "none (CPU)")  # on a CPU the figure says it is RSS
     assert m["reload_matches_tuned"] is True and m["merged_matches_adapter_pct"] == 100
+    assert m["planned_fits"] is True and 0.67 < m["planned_peak_gib"] < 2  # the planner's verdict: CUDA context + a bit
 
 
 def _check_evaluation(m):
