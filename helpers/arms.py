@@ -46,7 +46,8 @@ __all__ = [
 
 ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fields
 # Fields that cannot change a result: left out of the cache key, so editing them re-runs nothing.
-NON_RESULT_FIELDS = ("name", "description", "output_root", "result_note", "logging_steps", "save_steps")
+NON_RESULT_FIELDS = ("name", "description", "output_root", "result_note", "logging_steps", "save_steps",
+                     "torch_threads")
 # Fields that change the evaluation but not the adapter: changing them re-evaluates without re-training.
 EVAL_ONLY_FIELDS = ("eval_data", "eval_limit", "exam_data", "exam_dev_data", "exam_limit", "max_new_tokens",
                     "eval_batch_size", "eval_suffix")

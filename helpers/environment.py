@@ -60,7 +60,7 @@ def environment_info() -> dict:
     else:
         info |= {"device": "cpu", "gpu": None, "gpu_count": 0, "gpu_memory_mb": None, "cuda": torch.version.cuda,
                  "bf16": False}
-    return info | {"cpu_cores": os.cpu_count(), "ram_mb": _total_ram_mb()}
+    return info | {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "ram_mb": _total_ram_mb()}
 
 
 def describe_environment(info: dict) -> str:
@@ -73,7 +73,8 @@ def describe_environment(info: dict) -> str:
         device = "GPU: none visible, running on the CPU"
     libraries = " · ".join(f"{lib} {info[lib] or 'not installed'}" for lib in LIBRARIES)
     ram = f", {info['ram_mb'] / 1024:.1f} GiB RAM" if info["ram_mb"] else ""
-    return f"{device}\n{libraries}\nPython {info['python']}, {info['cpu_cores']} CPU cores{ram}"
+    cores = f"{info['cpu_cores']} CPU cores (torch uses {info['torch_threads']})"
+    return f"{device}\n{libraries}\nPython {info['python']}, {cores}{ram}"
 
 
 def _no_gpu_message(profile) -> str:
@@ -84,8 +85,11 @@ def _no_gpu_message(profile) -> str:
 
 
 def check_environment(profile) -> dict:
-    """The environment cell: print machine and versions, warn if the profile expects a GPU and none is present,
-    and set up progress display (use_plain_progress); returns environment_info()."""
+    """The environment cell: set torch's CPU threads (profile.torch_threads), print machine and versions, warn if
+    the profile expects a GPU and none is present, and set up progress display (use_plain_progress); returns
+    environment_info()."""
+    if getattr(profile, "torch_threads", 0):
+        torch.set_num_threads(profile.torch_threads)
     info = environment_info()
     print(describe_environment(info))
     if getattr(profile, "expects_gpu", False) and info["device"] != "cuda":

@@ -40,6 +40,17 @@ def test_gpu_profile_without_a_gpu_warns_and_smoke_does_not(capsys):
     assert "GPU: none visible" in capsys.readouterr().out
 
 
+def test_the_environment_cell_sets_the_profiles_torch_threads(capsys):
+    before = torch.get_num_threads()
+    try:
+        assert check_environment(get_profile("smoke", torch_threads=1))["torch_threads"] == torch.get_num_threads() == 1
+        assert "(torch uses 1)" in capsys.readouterr().out
+        check_environment(get_profile("smoke", torch_threads=0))  # 0 leaves torch's setting alone
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @needs_cpu_only
 def test_memory_on_a_cpu_is_the_process_rss_out_of_the_machine_total():
     mem = memory_in_use()
