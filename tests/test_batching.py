@@ -12,7 +12,7 @@ import torch
 from datasets import Dataset
 
 from helpers.batching import check_training_rows, length_grouped_order, padding_share
-from helpers import prompts
+from helpers import batching, prompts
 from helpers.data import DataReport, load_training_data
 from helpers.models import load_model, load_tokenizer
 from helpers.profiles import get_profile
@@ -76,7 +76,11 @@ def test_map_path_equals_record_by_record_and_reads_its_cache(tok, monkeypatch, 
     kept, reasons = [r for r in expected if isinstance(r, tuple)], [r for r in expected if isinstance(r, str)]
     assert kept and reasons, "the sample data has records both under and over 96 tokens"
     for num_proc in (2, None):  # each into its own cache folder, so each tokenises
-        monkeypatch.setenv("ZH_COOKBOOK_CACHE", str(tmp_path / str(num_proc)))
+        # Not through ZH_COOKBOOK_CACHE: datasets.map with num_proc swaps os.environ for a copy, which would keep
+        # the test's setting past monkeypatch's undo.
+        folder = tmp_path / str(num_proc)
+        folder.mkdir()
+        monkeypatch.setattr(batching, "cache_dir", lambda name, folder=folder: folder)
         report = _report(examples)
         ds = build_sft_dataset(examples, tok, max_length=96, overlong=overlong, report=report, num_proc=num_proc)
         assert list(zip(ds["input_ids"], ds["labels"])) == kept
