@@ -33,13 +33,14 @@ def _share_weights_copy(module: torch.nn.Module, memo: dict | None = None) -> to
 
 
 def with_adapter(model, adapter_dir: str | Path):
-    """`model` plus a saved PEFT adapter, as a new PeftModel; `model` itself stays the base (no weights copied)."""
-    from peft import PeftModel
+    """`model` plus a saved adapter of any method (a PeftModel, or bottleneck adapters wrapped into a copy of the
+    module tree); `model` itself stays the base (no weights copied, its layers untouched)."""
+    from .peft_methods import load_adapter
 
     clone = _share_weights_copy(model)
     if hasattr(clone, "config"):
         clone.config = copy.deepcopy(model.config)  # peft may set fields on the config; keep the base's own
-    return PeftModel.from_pretrained(clone, str(adapter_dir))
+    return load_adapter(clone, adapter_dir)
 
 
 def _adapter_config(adapter_dir: str | Path) -> Path:
@@ -83,21 +84,40 @@ def merge_adapter(profile, adapter_dir: str | Path, out_dir: str | Path, *, dtyp
     return out
 
 
+@torch.no_grad()
+def _answer_logprobs(model, tokenizer, texts: list[str]) -> list[torch.Tensor]:
+    """Per text, the log-probabilities the model gives each next token (teacher-forced), as fp32 on the CPU."""
+    out = []
+    for text in texts:
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"].to(model.device)
+        out.append(torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1).cpu())
+    return out
+
+
 def compare_merged(profile, adapter_dir: str | Path, merged_dir: str | Path, instructions: list[str], *,
                    dtype: str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Greedy answers of the adapter on the 16-bit base and of the merged copy, side by side, with `same`."""
+    """The adapter on the 16-bit base and the merged copy, side by side: greedy answers (`same`), and the largest
+    difference between their next-token log-probabilities over the prompt and the adapter's answer
+    (`max_logprob_diff`: 16-bit rounding makes it small, not 0, and can flip a greedy pick between near-tied tokens)."""
     from peft import PeftModel
+
+    from .prompts import format_instructions
 
     dtype = dtype or merge_dtype(profile)
     source = resolve_model_source(profile.base_model)
     tokenizer = load_tokenizer(source, trust_remote_code=profile.trust_remote_code)
     kwargs = dict(template=profile.prompt_template, max_new_tokens=profile.max_new_tokens,
                   batch_size=profile.eval_batch_size, progress=progress)
-    answers = {}
+    prompts = format_instructions(instructions, tokenizer, profile.prompt_template)
+    answers, logprobs = {}, {}
     # One model in memory at a time: the unmerged pair first, then the merged copy from disk.
     for name, load in (("adapter", lambda: PeftModel.from_pretrained(
                            load_model(source, quantization="none", compute_dtype=dtype), str(adapter_dir))),
                        ("merged", lambda: load_model(str(merged_dir), quantization="none", compute_dtype=dtype))):
-        answers[name] = chat(load(), tokenizer, instructions, **kwargs)
-    frame = pd.DataFrame({"instruction": instructions, **answers})
+        model = load()
+        answers[name] = chat(model, tokenizer, instructions, **kwargs)
+        logprobs[name] = _answer_logprobs(model, tokenizer, [p + a for p, a in zip(prompts, answers["adapter"])])
+        del model
+    gaps = [float((a - b).abs().max()) for a, b in zip(logprobs["adapter"], logprobs["merged"])]
+    frame = pd.DataFrame({"instruction": instructions, **answers, "max_logprob_diff": gaps})
     return frame.assign(same=frame["adapter"] == frame["merged"])

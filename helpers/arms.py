@@ -33,15 +33,16 @@ from . import experiment
 from .models import resolve_model_source
 from .paths import PROJECT_ROOT, output_dir, project_path
 from .profiles import PROFILES, get_profile
-from .stats import macro_bootstrap_ci
+from .stats import macro_bootstrap_ci, summarise
 
 __all__ = [
     "ARM_KEYS", "NON_RESULT_FIELDS", "EVAL_ONLY_FIELDS", "ESTIMATE_RULE", "VERDICTS",
     "resolve_arm", "check_arms", "arm_grid", "data_fingerprint", "arm_key", "eval_key", "arm_folder",
     "model_size", "device_speed", "estimate_memory", "estimate_time", "plan_arms",
-    "tidy_rows", "run_arm", "run_arms",
-    "comparison_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view", "paper_contrast",
-    "conclusion", "stage_bars", "results_summary", "tokenizer_table", "plan_view", "arms_view", "table_view",
+    "tidy_rows", "run_arm", "run_arms", "data_table", "untuned_arm", "group_rows",
+    "comparison_table", "group_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view",
+    "paper_contrast", "conclusion", "stage_bars", "results_summary", "tokenizer_table", "loss_table", "plan_view",
+    "arms_view", "table_view",
 ]
 
 ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fields
@@ -50,7 +51,7 @@ NON_RESULT_FIELDS = ("name", "description", "output_root", "result_note", "loggi
                      "torch_threads")
 # Fields that change the evaluation but not the adapter: changing them re-evaluates without re-training.
 EVAL_ONLY_FIELDS = ("eval_data", "eval_limit", "exam_data", "exam_dev_data", "exam_limit", "max_new_tokens",
-                    "eval_batch_size", "eval_suffix")
+                    "eval_batch_size", "eval_suffix", "exam_max_new_tokens")
 _VERSION = "2"  # bump when the stored rows change meaning (scoring code, row layout): every arm re-evaluates
 _TRAINED = "train.json"  # written after training finished: its presence means the adapter is complete
 
@@ -199,11 +200,13 @@ ESTIMATE_RULE = (
     "Rough rule, not a measurement, for time: training = 6 x parameters x tokens per optimizer step (batch x "
     "accumulation x max_length; 8x with gradient checkpointing) at 25% of the device's peak FLOP/s, plus 0.05 s "
     "per forward pass; generation = one read of the weights per new token at the device's memory bandwidth plus "
-    "1 ms per layer. Memory is the memory planner's peak (helpers.memory.plan_for_profile, from the base's config "
-    "and the profile's settings): nf4 or 16-bit weights with peft's fp32 embeddings and head, the adapter (as LoRA "
-    "of the profile's rank) with its gradients and optimizer states, the activations saved for backward (with or "
-    "without gradient checkpointing), the output layer and loss, short-lived buffers, allocator slack and the CUDA "
-    "context; within 7% of peaks measured on an H100 (benchmarks/RESULTS_h100.md). Counts come from the limits "
+    "1 ms per layer; each of a vocab_expansion's pretrain_steps costs a training step. Memory is the memory "
+    "planner's peak (helpers.memory.plan_for_profile, from the base's config, its vocabulary grown by a "
+    "vocab_expansion's pieces, and the profile's settings): nf4 or 16-bit weights with peft's fp32 embeddings and "
+    "head, the adapter (as LoRA of the profile's rank) with its gradients and optimizer states, the activations saved "
+    "for backward (with or without gradient checkpointing), the output layer and loss, short-lived buffers, allocator "
+    "slack and the CUDA context; within 7% of peaks measured on an H100 (benchmarks/RESULTS_h100.md). Counts come "
+    "from the limits "
     "(or the local files); blank (nan) where neither says."
 )
 # Peak dense fp16/bf16 FLOP/s and memory bandwidth (bytes/s) of common cards; longer names are matched first.
@@ -258,26 +261,60 @@ def _weight_bytes(profile, size: dict) -> float:
     return size["linear"] * per_linear + (size["total"] - size["linear"]) * _dtype_bytes(profile)
 
 
+def _expanded_config(profile):
+    """The base's config with room for a vocab_expansion's new pieces (None: plan from the base's id as it is)."""
+    rows = _new_vocab_rows(profile)
+    if not rows:
+        return None
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_model_source(profile.base_model),
+                                        trust_remote_code=profile.trust_remote_code)
+    config.vocab_size += rows
+    return config
+
+
 def estimate_memory(profile) -> float | None:
     """Predicted peak training memory (GiB) of the profile: helpers.memory.plan_for_profile, from the base's config."""
     from .memory import plan_for_profile
 
     try:
-        return plan_for_profile(profile).total_gib
+        return plan_for_profile(profile, config=_expanded_config(profile)).total_gib
     except (OSError, ValueError, AttributeError) as err:  # offline, gated, or a config the planner cannot read
         print(f"no memory estimate for {profile.base_model}: {type(err).__name__}: {str(err).splitlines()[0]}")
         return None
 
 
-def _count(spec: str, limit: int) -> int | None:
-    """Records a data spec yields: its limit, else the records of a local file; None when neither says."""
+def _new_vocab_rows(profile) -> int:
+    """Rows vocab_expansion can add to the embeddings and the output layer: its piece count (an upper bound)."""
+    from .vocab import parse_vocab_expansion
+
+    spec = parse_vocab_expansion(profile.vocab_expansion)
+    return spec[1] if spec else 0
+
+
+def _source_count(location: str, amount) -> int | None:
+    """Records one source of a data spec gives: its count, else its share of a local file's records."""
     from .data import iter_json_records
 
-    path = project_path(spec)
+    if isinstance(amount, int):
+        return amount
+    path = project_path(location)
     if not path.is_file() or path.suffix not in (".json", ".jsonl"):
-        return limit or None
+        return None
     n = sum(1 for _ in iter_json_records(path))
-    return min(n, limit) if limit else n
+    return n if amount is None else round(amount * n)
+
+
+def _count(spec: str, limit: int) -> int | None:
+    """Records a data spec (one source or a mixture) yields: the sum over its sources, capped by the limit; the
+    limit alone when a source's size is unknown (a hub set without a count); None when neither says."""
+    from .data import parse_data_spec
+
+    counts = [_source_count(location, amount) for location, amount in parse_data_spec(spec)]
+    if None in counts:
+        return limit or None
+    return min(sum(counts), limit) if limit else sum(counts)
 
 
 def _train_steps(profile) -> int | None:
@@ -287,8 +324,9 @@ def _train_steps(profile) -> int | None:
     return math.ceil(profile.epochs * n / (profile.batch_size * profile.grad_accum)) if n else None
 
 
-def estimate_time(profile, *, shots=(0,)) -> dict:
-    """Rough seconds to train the profile ("train_s") and to evaluate one model on both benchmarks ("eval_s")."""
+def estimate_time(profile, *, shots=(0,), n_prompts: int = 0) -> dict:
+    """Rough seconds to train the profile ("train_s") and to evaluate one model on both benchmarks and answer
+    `n_prompts` extra prompts ("eval_s")."""
     size, steps = model_size(profile), _train_steps(profile)
     n_belle, n_exam = _count(profile.eval_data, profile.eval_limit), _count(profile.exam_data, profile.exam_limit)
     if size is None:
@@ -297,34 +335,42 @@ def estimate_time(profile, *, shots=(0,)) -> dict:
     rate = flops * _UTILISATION
     tokens = profile.batch_size * profile.grad_accum * profile.max_length
     step = (8 if profile.gradient_checkpointing else 6) * size["total"] * tokens / rate + 0.05 * profile.grad_accum
-    train_s = steps * step if steps else None
+    train_s = (steps + profile.pretrain_steps) * step if steps else None  # continued pre-training steps cost alike
     if not (n_belle and n_exam):
         return {"train_s": train_s, "eval_s": None}
     new_token = _weight_bytes(profile, size) / bandwidth + size["layers"] * 1e-3
     batches = math.ceil(n_belle / profile.eval_batch_size), math.ceil(n_exam / profile.eval_batch_size)
-    # Belle answers; then per shot setting an 8-token exam reply, plus both modes' prompt passes (~150 tokens/question)
+    # Belle answers; then per shot setting an exam reply (exam_max_new_tokens), plus both modes' prompt passes
+    # (~150 tokens/question)
     prompts = sum(2 * 2 * size["total"] * 150 * (k + 1) * n_exam / rate for k in shots)
-    eval_s = batches[0] * profile.max_new_tokens * new_token + len(shots) * batches[1] * 8 * new_token + prompts
+    replies = (batches[0] + math.ceil(n_prompts / profile.eval_batch_size)) * profile.max_new_tokens * new_token
+    exam_s = len(shots) * batches[1] * profile.exam_max_new_tokens * new_token
+    eval_s = replies + exam_s + prompts
     return {"train_s": train_s, "eval_s": eval_s}
 
 
 def plan_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, prompts=None) -> pd.DataFrame:
-    """Per arm: base, parameters, training steps, estimated minutes and GiB (ESTIMATE_RULE), and cache status."""
+    """Per arm: base, parameters, training steps, estimated minutes and GiB (ESTIMATE_RULE), and cache status.
+    An arm with the same adapter as an earlier one (it differs only in evaluation settings) costs no training."""
     check_arms(arms)
     device = device_speed()[0]
-    rows = []
+    rows, planned = [], set()
     for arm in arms:
         p = resolve_arm(profile, arm)
         todo = [s for s, path in _stage_paths(p, shots, judge, with_base, prompts).items() if not _stage_done(path)]
-        trained = (arm_folder(p) / _TRAINED).exists()
-        est, size, memory = estimate_time(p, shots=shots), model_size(p), estimate_memory(p)
+        stored, shared = (arm_folder(p) / _TRAINED).exists(), arm_key(p) in planned
+        trained = stored or shared
+        planned.add(arm_key(p))
+        n_prompts = sum(len(df) for df in (prompts or {}).values())
+        est, size, memory = estimate_time(p, shots=shots, n_prompts=n_prompts), model_size(p), estimate_memory(p)
         minutes = None
         if todo and est["eval_s"] is not None and (trained or est["train_s"] is not None):
             minutes = ((0 if trained else est["train_s"]) + est["eval_s"] * len(todo)) / 60
         rows.append({"arm": arm["name"], "base_model": p.base_model,
                      "params_m": size["total"] / 1e6 if size else None, "train_steps": _train_steps(p),
                      "est_minutes": 0.0 if not todo else minutes, "est_memory_gib": memory,
-                     "status": "cached" if not todo else ("trained, to evaluate" if trained else "to run"),
+                     "status": "cached" if not todo else "trained, to evaluate" if stored
+                     else "to evaluate (an earlier arm's adapter)" if shared else "to run",
                      "device": device})
     return pd.DataFrame(rows)
 
@@ -370,8 +416,10 @@ def _tuned_model(model, tokenizer, profile, folder: Path):
 
 
 def _stage_answers(evaluation: dict, extra: pd.DataFrame | None) -> pd.DataFrame:
-    """The replies a stage gave: Belle-eval's (set "belle") and those to the extra prompt sets."""
-    belle = evaluation["answers"][["item_id", "category", "question", "response"]].assign(set="belle")
+    """The replies a stage gave: Belle-eval's (set "belle", with its references) and those to the extra prompt sets;
+    "asked" is each instruction as the model got it (eval_suffix included)."""
+    belle = evaluation["answers"][["item_id", "category", "question", "asked", "reference", "response"]]
+    belle = belle.assign(set="belle")
     return pd.concat([belle, extra], ignore_index=True) if extra is not None else belle
 
 
@@ -407,8 +455,9 @@ def _arm_info(arm: dict, profile, status: str, seconds: float) -> dict:
     train = trained.get("train", {})
     return {"arm": arm["name"], "base_model": profile.base_model, "key": folder.name, "folder": str(folder),
             "status": status, "seconds": seconds, "steps": train.get("steps"), "train_s": train.get("wall_time_s"),
-            "peak_memory_mb": train.get("peak_memory_mb"), "trainable_params": train.get("trainable_params"),
-            "loss_history": train.get("loss_history", [])}
+            "peak_memory_mb": train.get("peak_memory_mb"), "peak_memory_kind": train.get("peak_memory_kind"),
+            "trainable_params": train.get("trainable_params"),
+            "loss_history": train.get("loss_history", []), "data": trained.get("data")}
 
 
 def _release_memory() -> None:
@@ -439,7 +488,7 @@ def run_arm(profile, arm: dict, *, shots=(0,), judge=None, with_base=False, prom
 def run_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, reference=None, prompts=None,
              progress=True, n_boot=2000) -> dict:
     """Run every arm (finished ones are read back): {"rows", "answers", "arms", "table", "gains" (None without
-    base)}; `prompts` as in run_arm."""
+    base), "data" ({arm: its training data report as a dict, for data_table})}; `prompts` as in run_arm."""
     check_arms(arms)
     parts, replies, infos = [], [], []
     for i, arm in enumerate(arms, 1):
@@ -452,9 +501,24 @@ def run_arms(profile, arms, *, shots=(0,), judge=None, with_base=False, referenc
         replies.append(answers)
         infos.append(info)
     rows = pd.concat(parts, ignore_index=True)
+    data = {info["arm"]: info.pop("data") for info in infos}  # nested dicts: kept out of the arms table
     return {"rows": rows, "answers": pd.concat(replies, ignore_index=True), "arms": pd.DataFrame(infos),
             "table": comparison_table(rows, arms, reference=reference, n_boot=n_boot),
-            "gains": gain_table(rows, n_boot=n_boot) if with_base else None}
+            "gains": gain_table(rows, n_boot=n_boot) if with_base else None, "data": data}
+
+
+def data_table(reports: dict) -> pd.DataFrame:
+    """One row per arm and data source (a mixture's sources one by one): records read, used for training,
+    skipped as unusable and left out on purpose (a limit, a share), with the reasons; read = used + skipped +
+    left out. `reports`: run_arms(...)["data"]."""
+    rows = []
+    for arm, report in reports.items():
+        for source in (report or {}).get("sources") or ([report] if report else []):
+            reasons = {**source["skipped"], **source["cut"]}
+            rows.append({"arm": arm, "source": source["path"], "read": source["read"], "used": source["kept"],
+                         "skipped": sum(source["skipped"].values()), "left_out": sum(source["cut"].values()),
+                         "reasons": "; ".join(f"{r}: {n}" for r, n in reasons.items())})
+    return pd.DataFrame(rows, columns=["arm", "source", "read", "used", "skipped", "left_out", "reasons"])
 
 
 # ------------------------------------------------------------------------------------------ comparisons
@@ -496,6 +560,18 @@ def _against(arms, order: list, reference) -> dict:
     return {name: pairs.get(name) or (reference if name != reference else None) for name in order}
 
 
+def group_rows(rows: pd.DataFrame, groups: dict) -> pd.DataFrame:
+    """The rows of the named groups, {benchmark: [group, ...]}, each as a benchmark of its own ("belle:math"), so
+    comparison_table gives one group's mean, interval and paired difference (a category or subject alone)."""
+    wanted = [(bench, name) for bench, names in groups.items() for name in names]
+    missing = [f"{b}:{g}" for b, g in wanted if not ((rows["benchmark"] == b) & (rows["group"] == g)).any()]
+    if missing:
+        present = {b: sorted(map(str, g.unique())) for b, g in rows.groupby("benchmark")["group"]}
+        raise ValueError(f"no rows for {', '.join(missing)}; groups present: {present}")
+    return pd.concat([rows[(rows["benchmark"] == b) & (rows["group"] == g)].assign(benchmark=f"{b}:{g}")
+                      for b, g in wanted], ignore_index=True)
+
+
 def comparison_table(rows: pd.DataFrame, arms=(), *, reference=None, n_boot=2000, seed=0) -> pd.DataFrame:
     """Per stage, benchmark, metric and arm: n, n_unscored, mean [ci_low, ci_high], and the paired difference
     (diff [diff_low, diff_high]) to its `against` arm: the arm's compare_to, else `reference` (default: the first
@@ -513,7 +589,38 @@ def comparison_table(rows: pd.DataFrame, arms=(), *, reference=None, n_boot=2000
             if ref in by_arm:
                 row.update(_diff_row(by_arm[ref], by_arm[name], n_boot, seed, names=(ref, name)))
             out.append(row)
-    return pd.DataFrame(out).reindex(columns=[*out[0], "diff", "diff_low", "diff_high"]) if out else pd.DataFrame()
+    if not out:
+        return pd.DataFrame()
+    # the diff columns once, last, whether or not the first row (an arm compared with another) already has them
+    return pd.DataFrame(out).reindex(columns=list(dict.fromkeys([*out[0], "diff", "diff_low", "diff_high"])))
+
+
+def untuned_arm(rows: pd.DataFrame, name: str = "untuned base") -> pd.DataFrame:
+    """The "base" stage of run_arms(..., with_base=True) rows as one more arm, `name`, beside the tuned arms (its
+    stage relabelled "tuned" so they are compared): comparison_table(..., reference=name) then gives each arm's
+    paired gain over the untuned base, and group_table puts the base row into tables 6/7, as the paper does."""
+    base = rows[rows["stage"] == "base"]
+    if base.empty:
+        raise ValueError("no untuned scores in these rows: run one arm with run_arms(..., with_base=True) first")
+    if base["arm"].nunique() > 1:
+        raise ValueError(f"untuned scores of several arms ({', '.join(pd.unique(base['arm']))}): pass one arm's rows")
+    return base.assign(arm=name, stage="tuned")
+
+
+def group_table(rows: pd.DataFrame, *, n_boot=2000, seed=0) -> pd.DataFrame:
+    """Per stage, benchmark, metric, arm and group (category or subject): n, mean [ci_low, ci_high] of the scored
+    items, plus an "avg" group (the mean of group means, as comparison_table's mean): tables 6/7 as data. Arms
+    keep their run order; groups follow the paper's columns (Belle-eval's categories, MMCU's subjects), avg last."""
+    from .eval_sets import BELLE_CATEGORIES, EXAM_SUBJECTS
+
+    scored = rows.dropna(subset=["score"]).rename(columns={"group": "category"})  # summarise's label column
+    table = summarise(scored, "score", ["stage", "benchmark", "metric", "arm", "category"], n_boot=n_boot,
+                      seed=seed).rename(columns={"category": "group"})
+    arms = {name: i for i, name in enumerate(pd.unique(rows["arm"]))}
+    groups = {name: i for i, name in enumerate([*BELLE_CATEGORIES, *EXAM_SUBJECTS])}
+    rank = table.assign(_arm=table["arm"].map(arms),
+                        _group=table["group"].map(lambda g: groups.get(g, len(groups) + (g == "avg"))))
+    return table.loc[rank.sort_values(["_arm", "_group"], kind="stable").index].reset_index(drop=True)
 
 
 def gain_table(rows: pd.DataFrame, *, n_boot=2000, seed=0) -> pd.DataFrame:
@@ -593,6 +700,11 @@ def paper_contrast(values: dict, table: pd.DataFrame) -> dict:
 _BENCHMARK_NAMES = {"belle": "Belle-eval", "exam": "MMCU-style exam"}
 
 
+def _benchmark_name(benchmark: str) -> str:
+    bench, _, group = benchmark.partition(":")  # group_rows' "belle:math" -> "Belle-eval math"
+    return " ".join(x for x in (_BENCHMARK_NAMES.get(bench, bench), group) if x)
+
+
 def _signed(x) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:+.1f}"
 
@@ -606,7 +718,7 @@ def conclusion(verdicts: pd.DataFrame, base_models) -> str:
                      "with random weights; the verdicts below only show that the computation runs. Use a GPU "
                      "profile (colab-t4, a100) for an answer.\n")
     for r in verdicts.itertuples():
-        lines.append(f"- {r.arm} vs {r.against}, {_BENCHMARK_NAMES.get(r.benchmark, r.benchmark)} ({r.metric}): "
+        lines.append(f"- {r.arm} vs {r.against}, {_benchmark_name(r.benchmark)} ({r.metric}): "
                      f"{_signed(r.diff)} points (95% CI {_signed(r.diff_low)} to {_signed(r.diff_high)}); "
                      f"paper {_signed(r.paper_diff)}: **{r.verdict}**")
     return "\n".join(lines)
@@ -631,6 +743,15 @@ def _triple(row, prefix: str = "") -> list[float]:
 def _stage(row) -> str | None:
     stage = getattr(row, "stage", None)
     return stage if isinstance(stage, str) else None  # gain tables have no stage (NaN once concatenated)
+
+
+def loss_table(arms: pd.DataFrame) -> pd.DataFrame:
+    """Per arm of run_arms' "arms": the first, last and lowest logged training loss and how many were logged."""
+    rows = {r.arm: [loss for _, loss in r.loss_history] for r in arms.itertuples()}
+    return pd.DataFrame({"first": [v[0] if v else np.nan for v in rows.values()],
+                         "last": [v[-1] if v else np.nan for v in rows.values()],
+                         "lowest": [min(v, default=np.nan) for v in rows.values()],
+                         "logged": [len(v) for v in rows.values()]}, index=pd.Index(list(rows), name="arm"))
 
 
 def results_summary(table: pd.DataFrame, verdicts: pd.DataFrame | None = None) -> dict:
@@ -689,5 +810,8 @@ def table_view(table: pd.DataFrame, index=("benchmark", "metric", "arm"), *, pre
     from .plots import interval_columns
 
     keep = [*index, *(c for c in ("n", "n_unscored", "against") if c in table)]
-    return interval_columns(table, keep=keep, precision=precision).set_index(list(index))
+    shown = interval_columns(table, keep=keep, precision=precision)
+    if "against" in shown:
+        shown["against"] = shown["against"].fillna("")  # not compared: blank, not "nan"
+    return shown.set_index(list(index))
 

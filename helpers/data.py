@@ -9,7 +9,10 @@ read == kept + sum(skipped) + sum(cut).
 
 A data spec (a profile's `train_data`) is one source or a mixture of sources joined by "+":
     spec   := source ("+" source)*
-    source := location [":" amount]       location: a project-relative file, or "hf:<dataset id>"
+    source := location [":" amount]       location: a project-relative file; "hf:<dataset id>" (loaded by
+                                          `datasets`); "hf:<dataset id>/<file>.json[l]" (one file of a hub
+                                          dataset repo, for repos `datasets` cannot load, e.g. with a script);
+                                          or an http(s) URL of a .json/.jsonl file (downloaded once, cached)
     amount := share | count               share: a number with a decimal point in (0, 1], the fraction of that
                                           source's usable records; count: a whole number of its records
 e.g. "data_samples/instructions_zh.json:1.0 + data_samples/cot_zh.json:0.3" or "a.json + hf:org/set:500".
@@ -48,6 +51,7 @@ MAX_EXAMPLES = 3  # examples kept per skip reason; enough to find the records, s
 
 _BOM = b"\xef\xbb\xbf"
 _WS = re.compile(r"[ \t\n\r]*")
+_HUB_FILE = re.compile(r"hf:(?P<repo>[^/\s]+/[^/\s]+)/(?P<file>\S+\.jsonl?)")  # "hf:org/set/dir/file.jsonl"
 _AMOUNT = re.compile(r"(?P<location>.+?)\s*:\s*(?P<amount>\d*\.\d+|\d+\.?\d*)")
 
 
@@ -363,15 +367,16 @@ def _finish(report: DataReport, formats: Counter) -> None:
 
 
 def load_instructions(
-    path, *, dedupe: bool = True, strict: bool = False, limit: int | None = None
+    path, *, dedupe: bool = True, strict: bool = False, limit: int | None = None, source: str | None = None
 ) -> tuple[list[dict], DataReport]:
-    """Load a .json/.jsonl instruction file; return (normalised records, report)."""
+    """Load a .json/.jsonl instruction file; return (normalised records, report); `source` names it (default: path)."""
     suffix = _check_extension(path)
     text, notes = read_text(path)
     kind, more_notes = _file_kind(text, suffix, path)
     several_lines = "\n" in text.strip()
     records = ((_where(index, line, several_lines), value) for index, line, value in _iter_located(text, kind, path))
-    return validate_records(records, str(path), dedupe=dedupe, strict=strict, limit=limit, notes=notes + more_notes)
+    return validate_records(records, source or str(path), dedupe=dedupe, strict=strict, limit=limit,
+                            notes=notes + more_notes)
 
 
 def load_instructions_from_hub(
@@ -415,9 +420,30 @@ def parse_data_spec(spec: str) -> list[tuple[str, float | int | None]]:
     return sources
 
 
+def _hub_file(repo_id: str, filename: str) -> Path:
+    """A local copy of one file of a hub dataset repo (huggingface_hub's cache: downloaded once)."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo_id, filename, repo_type="dataset"))
+    except Exception as exc:  # offline, unknown repo or file, gated: all mean "get the file another way"
+        raise DataError(f"hf:{repo_id}/{filename}: could not download it ({type(exc).__name__}: {exc}); "
+                        "download the file by hand and give its local path instead") from exc
+
+
 def _load_source(location: str, **kwargs) -> tuple[list[dict], DataReport]:
+    """One source of a data spec: a hub file or URL is fetched, then read like a local file, under its spec name."""
+    if hub := _HUB_FILE.fullmatch(location):
+        return load_instructions(_hub_file(hub["repo"], hub["file"]), source=location, **kwargs)
     if location.startswith("hf:"):
         return load_instructions_from_hub(location.removeprefix("hf:"), **kwargs)
+    if re.match(r"https?://", location):
+        from .eval_sets import BenchmarkError, fetch
+
+        try:
+            return load_instructions(fetch(location), source=location, **kwargs)
+        except BenchmarkError as err:  # a failed download: the message says where to put the file by hand
+            raise DataError(str(err)) from None
     from .paths import project_path
 
     return load_instructions(project_path(location), **kwargs)

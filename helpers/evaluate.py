@@ -99,9 +99,10 @@ def with_eval_suffix(instruction: str, eval_suffix: str = "") -> str:
 def answer_instructions(model, tokenizer, items_df: pd.DataFrame, *, template: str = "auto",
                         max_new_tokens: int = 256, batch_size: int = 8, eval_suffix: str = "",
                         progress: bool = True) -> pd.DataFrame:
-    """A copy of items_df with a "response" column: the model's greedy answer to each question (+ eval_suffix)."""
+    """A copy of items_df with "asked" (each question as the model was given it: + eval_suffix, before the chat
+    template) and "response" (the model's greedy answer)."""
     out = items_df.copy()
-    questions = [with_eval_suffix(q, eval_suffix) for q in items_df["question"]]
+    out["asked"] = questions = [with_eval_suffix(q, eval_suffix) for q in items_df["question"]]
     out["response"] = chat(model, tokenizer, questions, template=template,
                            max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     return out

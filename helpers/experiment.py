@@ -1,7 +1,6 @@
 """The steps every finding notebook repeats: load a base, tune it on a data spec, evaluate on both benchmarks."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +20,10 @@ __all__ = ["load_base", "load_benchmarks", "tune", "answer_prompt_sets", "attach
 
 def load_base(profile):
     """(model, tokenizer) for the profile's base, 4-bit unless the profile says otherwise."""
+    if profile.torch_threads:  # also set by check_environment; here too for scripts and tests that skip that cell
+        import torch
+
+        torch.set_num_threads(profile.torch_threads)  # process-wide: every later forward pass uses it
     source = resolve_model_source(profile.base_model)
     tokenizer = load_tokenizer(source, trust_remote_code=profile.trust_remote_code)
     model = load_model(source, quantization=profile.quantization, compute_dtype=profile.compute_dtype,
@@ -81,11 +84,12 @@ def attach_adapter(model, adapter_dir: str | Path):
     """A tuned model: the base plus a saved adapter, or None when there is none trained on this very base.
     `model` itself stays the base (adapters.with_adapter shares its weights without changing it)."""
     from .adapters import with_adapter
+    from .peft_methods import saved_adapter_config
 
-    config = Path(adapter_dir) / "adapter_config.json"
-    if not config.exists():
+    config = saved_adapter_config(adapter_dir)  # peft's adapter_config.json or a bottleneck adapter's config
+    if config is None:
         return None
-    trained_on = json.loads(config.read_text()).get("base_model_name_or_path")
+    trained_on = config.get("base_model_name_or_path")
     if trained_on != model.name_or_path:
         print(f"{adapter_dir} was trained on {trained_on}, not {model.name_or_path}: not using it")
         return None

@@ -5,6 +5,7 @@ a peft config, or a BottleneckConfig for the bottleneck adapters peft lacks; `pr
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -24,9 +25,12 @@ __all__ = [
     "PEFT_METHODS",
     "TABLE4_SETTINGS",
     "EXTRA_SETTINGS",
+    "METHOD_SETTINGS",
+    "BLOOM_7B1",
     "build_peft_config",
     "build_lora_config",
     "prepare_for_training",
+    "saved_adapter_config",
     "load_adapter",
     "optimizer_steps",
     "AdaLoraAllocator",
@@ -36,6 +40,10 @@ __all__ = [
     "is_adapted",
     "trainable_sites",
     "method_table",
+    "method_arms",
+    "adalora_ranks",
+    "FIGURE2_CLAIMS",
+    "figure2_checks",
 ]
 
 
@@ -108,7 +116,7 @@ PEFT_METHODS: dict[str, tuple[Callable, str]] = {
     "lora": (_lora, "low-rank update B·A (rank lora_r) beside each target_modules layer of every block"),
     "dora": (_dora, "LoRA plus a learned magnitude per output row of each target layer"),
     "adalora": (_adalora, "SVD-form low-rank update (rank adalora_init_r, pruned towards adalora_target_r)"),
-    "ia3": (_ia3, "learned scales on the key, value and MLP-output activations of every block"),
+    "ia3": (_ia3, "learned scales on attention and MLP activations of every block (peft's layers per family)"),
     "prompt": (_prompt, "num_virtual_tokens trainable input embeddings before the prompt"),
     "p-tuning": (_p_tuning, "virtual-token embeddings produced by an MLP prompt encoder (encoder_hidden_size)"),
     "prefix": (_prefix, "trainable keys and values prepended in every layer, via an MLP (encoder_hidden_size)"),
@@ -120,7 +128,8 @@ PEFT_METHODS: dict[str, tuple[Callable, str]] = {
 # Profile overrides that reproduce every row of the paper's Table 4 on bloom-7b1 (counts checked in the tests).
 _ATTENTION = {"target_modules": "attention-input"}
 TABLE4_SETTINGS: dict[str, dict] = {
-    "AdaLoRA": {"peft_method": "adalora", "adalora_init_r": 12, **_ATTENTION},
+    # as the paper ran it: its Trainer never called update_and_allocate, so the ranks never moved
+    "AdaLoRA": {"peft_method": "adalora", "adalora_init_r": 12, "adalora_update": "none", **_ATTENTION},
     "LoRA": {"peft_method": "lora", "lora_r": 32, **_ATTENTION},
     "prompt": {"peft_method": "prompt", "num_virtual_tokens": 20},
     "p-tuning": {"peft_method": "p-tuning", "num_virtual_tokens": 20, "encoder_hidden_size": 128},
@@ -132,12 +141,20 @@ TABLE4_SETTINGS: dict[str, dict] = {
     "SadapterH-l": {"peft_method": "SadapterH", "adapter_size": 256},
     "P-adapter-l": {"peft_method": "P-adapter", "adapter_size": 256},
 }
-# What the paper lacked: DoRA and IA3 beside its LoRA, and the same LoRA on a 16-bit base (QLoRA is the nf4 one).
+# What the paper lacked: AdaLoRA as it should run (ranks reallocated), DoRA and IA3 beside its LoRA, and the same
+# LoRA on a 16-bit base (on the profiles' default nf4 base the Table 4 LoRA row is QLoRA).
 EXTRA_SETTINGS: dict[str, dict] = {
+    "AdaLoRA reallocating": {**TABLE4_SETTINGS["AdaLoRA"], "adalora_update": "callback"},
     "DoRA": {"peft_method": "dora", "lora_r": 32, **_ATTENTION},
     "IA3": {"peft_method": "ia3"},
     "LoRA 16-bit": {**TABLE4_SETTINGS["LoRA"], "quantization": "none"},
 }
+
+
+METHOD_SETTINGS: dict[str, dict] = {**TABLE4_SETTINGS, **EXTRA_SETTINGS}  # every named row, for method_table/arms
+# bigscience/bloom-7b1's config.json (checked against the published file): the base of the paper's Table 4, for
+# method_table(..., config=BloomConfig(**BLOOM_7B1)) on the meta device (shapes only, no download).
+BLOOM_7B1 = dict(hidden_size=4096, n_layer=30, n_head=32, vocab_size=250880)
 
 
 def build_peft_config(profile, *, total_steps: int | None = None) -> PeftConfig | BottleneckConfig:
@@ -175,6 +192,13 @@ def prepare_for_training(model, peft_config, *, gradient_checkpointing: bool = F
     if isinstance(peft_config, BottleneckConfig):
         return attach_bottleneck(model, peft_config)
     return get_peft_model(model, peft_config)
+
+
+def saved_adapter_config(directory) -> dict | None:
+    """The config saved beside an adapter of any method (a bottleneck adapter's or peft's), or None if there is none."""
+    path = Path(directory)
+    found = next((path / name for name in (CONFIG_NAME, "adapter_config.json") if (path / name).exists()), None)
+    return json.loads(found.read_text()) if found else None
 
 
 def load_adapter(model, directory, *, trainable: bool = False):
@@ -260,6 +284,12 @@ def _meta_base(config, trust_remote_code: bool):
         return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
 
 
+def _where(sites: str, blocks: int, prefix: bool) -> str:
+    if prefix:
+        return "keys and values of every layer (from a prompt encoder)"
+    return f"{sites} of each of {blocks} blocks" if blocks else "the input embeddings (a prompt encoder)"
+
+
 def method_table(profile, rows: dict[str, dict] | None = None, *, config=None):
     """Table 4 for the profile's base: each method's trainable parameters and where they sit, counted on the
     meta device (M = parameters / 2^20, the paper's unit). `config` defaults to the base's own config."""
@@ -274,7 +304,7 @@ def method_table(profile, rows: dict[str, dict] | None = None, *, config=None):
         config = AutoConfig.from_pretrained(resolve_model_source(profile.base_model),
                                             trust_remote_code=profile.trust_remote_code)
     table = []
-    for name, overrides in (rows or {**TABLE4_SETTINGS, **EXTRA_SETTINGS}).items():
+    for name, overrides in (rows or METHOD_SETTINGS).items():
         settings = dataclasses.replace(profile, **overrides)
         base = _meta_base(config, profile.trust_remote_code)
         _, base_params = count_parameters(base)
@@ -283,9 +313,68 @@ def method_table(profile, rows: dict[str, dict] | None = None, *, config=None):
             model = prepare_for_training(base, peft_config)
         trainable, _ = count_parameters(model)
         sites, blocks = trainable_sites(model)
-        each = blocks > 0 or isinstance(peft_config, PrefixTuningConfig)  # a prefix enters every layer
+        prefix = isinstance(peft_config, PrefixTuningConfig)  # a prefix enters every layer via its encoder
         table.append({"method": name, "peft_method": settings.peft_method, "trainable_params": trainable,
                       "trainable_M": trainable / 2**20, "share_of_base_pct": 100 * trainable / base_params,
-                      "layers": "each" if each else "embed", "sites": sites, "blocks": blocks,
-                      "what": PEFT_METHODS[settings.peft_method][1]})
+                      "layers": "each" if blocks > 0 or prefix else "embed", "sites": sites, "blocks": blocks,
+                      "where": _where(sites, blocks, prefix), "what": PEFT_METHODS[settings.peft_method][1]})
     return pd.DataFrame(table)
+
+
+def method_arms(names, *, reference: str = "LoRA", compare_to: dict | None = None) -> list[dict]:
+    """Arms for helpers.arms.run_arms from TABLE4_SETTINGS / EXTRA_SETTINGS names: a Table 4 row names its paper
+    row; each arm is compared with compare_to[name] when that arm runs too, else with `reference`."""
+    unknown = [n for n in names if n not in METHOD_SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown method rows {unknown}; valid: {', '.join(METHOD_SETTINGS)}")
+    arms = []
+    for name in names:
+        against = next((a for a in ((compare_to or {}).get(name), reference) if a in names and a != name), None)
+        arms.append({"name": name, **({"paper": name} if name in TABLE4_SETTINGS else {}),
+                     **({"compare_to": against} if against else {}), **METHOD_SETTINGS[name]})
+    return arms
+
+
+def adalora_ranks(adapter_dir) -> pd.Series:
+    """The rank each AdaLoRA matrix ended with (its non-zero singular values), by layer, from a saved adapter."""
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    weights = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    ranks = {k.removeprefix("base_model.model.").removesuffix(".lora_E"): int((v != 0).sum())
+             for k, v in weights.items() if k.endswith("lora_E")}
+    if not ranks:
+        raise ValueError(f"{adapter_dir} holds no AdaLoRA adapter (no lora_E tensors)")
+    return pd.Series(ranks, name="rank")
+
+
+# Figure 2's claims (the paper printed curves only): which arms' first or last logged loss sits at the top or
+# below another's. (claim, "first"/"last", arms, test: "top" = they hold the highest places, "below" = under arm)
+FIGURE2_CLAIMS = (
+    ("AdaLoRA starts with the highest loss", "first", ("AdaLoRA",), ("top", None)),
+    ("prompt and P-tuning end with the highest losses", "last", ("prompt", "p-tuning"), ("top", None)),
+    ("LoRA and SadapterH end below prefix tuning", "last", ("LoRA", "SadapterH"), ("below", "prefix")),
+)
+
+
+def _claim_holds(values: pd.Series, arms, test) -> bool:
+    kind, other = test
+    if kind == "top":
+        return set(values.nlargest(len(arms)).index) == set(arms)
+    return bool((values[list(arms)] < values[other]).all())
+
+
+def figure2_checks(losses: pd.DataFrame) -> pd.DataFrame:
+    """Each FIGURE2_CLAIMS claim tested on a loss table (index arm; columns first, last): our values and whether it
+    holds among the Table 4 arms present; a claim whose arms did not run is left out."""
+    import pandas as pd
+
+    table4 = losses[losses.index.isin(TABLE4_SETTINGS)]
+    rows = []
+    for claim, which, arms, test in FIGURE2_CLAIMS:
+        needed = [*arms, *([test[1]] if test[1] else [])]
+        if set(needed) <= set(table4.index):
+            ours = ", ".join(f"{a} {table4.loc[a, which]:.2f}" for a in needed)
+            rows.append({"claim": claim, "loss": which, "ours": ours, "arms": len(table4),
+                         "holds": _claim_holds(table4[which], arms, test)})
+    return pd.DataFrame(rows, columns=["claim", "loss", "ours", "arms", "holds"])

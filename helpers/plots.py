@@ -18,7 +18,7 @@ from .paths import output_dir, project_path
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
            "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
            "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels",
-           "INTERVAL_COLUMNS", "interval_columns", "with_units"]
+           "INTERVAL_COLUMNS", "interval_columns", "with_units", "plot_loss_curves"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -85,6 +85,21 @@ def plot_loss(loss_history, profile, *, title: str = "训练损失 Training loss
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     ax.plot(steps, losses, marker="o", markersize=3)
     ax.set(xlabel="optimizer step", ylabel="loss (cross-entropy, nats/token)")
+    ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
+    return fig
+
+
+def plot_loss_curves(curves: dict, profile, *, title: str, ylabel: str = "training loss (nats/token)"):
+    """Several runs' loss against optimizer step on one axis ({label: [(step, loss), ...]}), told apart by colour
+    and line style, the legend beside the plot."""
+    fig, ax = plt.subplots(figsize=(8.4, 4.4))
+    colors = plt.get_cmap("tab10").colors  # ten distinct colours, then the next ten dashed, then dotted
+    for i, (label, history) in enumerate(curves.items()):
+        steps, losses = zip(*history) if len(history) else ((), ())
+        ax.plot(steps, losses, label=label, color=colors[i % 10], linestyle=("-", "--", ":")[i // 10 % 3],
+                marker="o" if len(steps) < 3 else None, markersize=3, linewidth=1.3)
+    ax.set(xlabel="optimizer step", ylabel=ylabel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     ax.set_title(f"{title}\n{profile_label(profile)}", fontsize=10)
     return fig
 
@@ -294,20 +309,22 @@ def plot_heatmap(table, profile, *, title: str, value_label: str, rows: str = "m
 
     `table` is tidy with columns rows, cols, mean, ci_low, ci_high (e.g. score_tables()["belle"] for one
     scorer, or ["exam"] for one mode and shot count); a missing or NaN cell shows "n/a". Like the paper's
-    tables 6/7; the colour scale (vmin/vmax, default the data's range) is labelled with value_label.
+    tables 6/7; the colour scale (vmin/vmax, default the data's range) is labelled with value_label. Numbers
+    published without an interval (the paper's own; no ci columns, or NaN) show the mean alone.
     """
     import numpy as np
 
     row_labels, col_labels, cells = _heatmap_grid(table, rows, cols)
-    get = lambda r, c, key: float(cells[(r, c)][key]) if (r, c) in cells else float("nan")  # noqa: E731
+    get = lambda r, c, key: float(cells[(r, c)].get(key, "nan")) if (r, c) in cells else float("nan")  # noqa: E731
     means = np.array([[get(r, c, "mean") for c in col_labels] for r in row_labels])
     fig, ax = plt.subplots(figsize=(max(5.0, 1.05 * len(col_labels) + 2.4), max(2.4, 0.75 * len(row_labels) + 1.6)))
     cmap = plt.get_cmap("YlGnBu").with_extremes(bad="#e0e0e0")  # NaN cells: grey, labelled n/a
     image = ax.imshow(np.ma.masked_invalid(means), cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
     for i, r in enumerate(row_labels):
         for j, c in enumerate(col_labels):
-            mean = means[i, j]
-            text = "n/a" if np.isnan(mean) else f"{mean:.1f}\n[{get(r, c, 'ci_low'):.1f}, {get(r, c, 'ci_high'):.1f}]"
+            mean, low, high = means[i, j], get(r, c, "ci_low"), get(r, c, "ci_high")
+            interval = "" if np.isnan(low) or np.isnan(high) else f"\n[{low:.1f}, {high:.1f}]"
+            text = "n/a" if np.isnan(mean) else f"{mean:.1f}{interval}"
             dark = not np.isnan(mean) and image.norm(mean) > 0.55  # white text on the dark end of the scale
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "#222222")
     if "avg" in col_labels:  # the mean over categories is a summary, not one more category: set it apart

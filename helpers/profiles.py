@@ -242,6 +242,7 @@ _RANGES = (
     ("save_steps", lambda v: v >= 1, "at least 1"),
     ("max_new_tokens", lambda v: v >= 1, "at least 1"),
     ("exam_max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("torch_threads", lambda v: v >= 0, "0 (torch's default) or more"),
 )
 
 

@@ -1,7 +1,8 @@
 """Finding 04's worked example: one reasoning question with every arm's rationale and final answer side by side.
 
 evaluate_model already keeps each arm's replies (its "answers" frame, one row per Belle-style item, labelled
-by `model`), so the example costs no extra generation: it is a view of replies the arms gave anyway.
+by `model`), and run_arms stores them per arm and stage (run["answers"]), so the example costs no extra
+generation: it is a view of replies the arms gave anyway.
 """
 from __future__ import annotations
 
@@ -24,23 +25,37 @@ def final_answer(text: str) -> str:
     return text[found[-1].end():].split("\n", 1)[0].strip().rstrip("。.")
 
 
-def worked_example(answers: pd.DataFrame, *, category: str = "math", item_id=None) -> pd.DataFrame:
-    """One item's replies from every arm: model, question, response, final_answer, reference_answer, n_chars.
+def _tuned_replies(answers: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """(replies to Belle-eval after tuning, the column naming each arm) of run["answers"] or stacked answers."""
+    if "stage" in answers:  # run_arms' answers: every stage and prompt set, labelled by arm
+        answers = answers[answers["stage"] == "tuned"]
+    if "set" in answers:
+        answers = answers[answers["set"] == "belle"]
+    return answers, ("arm" if "arm" in answers else "model")
 
-    `answers` is the arms' answers frames stacked (pd.concat of evaluate_model(...)["answers"]); the item is
-    `item_id`, or else the first item of `category` in file order that every arm answered.
+
+def worked_example(answers: pd.DataFrame, *, category: str = "math", item_id=None) -> pd.DataFrame:
+    """One item's replies from every arm: arm (or model), item_id, question, asked, response, final_answer,
+    reference_answer, n_chars.
+
+    `answers` is run_arms' run["answers"] (its tuned replies to Belle-eval are used) or the arms' answers frames
+    stacked (pd.concat of evaluate_model(...)["answers"], labelled by `model`); the item is `item_id`, or else the
+    first item of `category` in file order that every arm answered.
     """
+    answers, label = _tuned_replies(answers)
     if item_id is None:
         pool = answers[answers["category"] == category]
-        arms = answers["model"].nunique()
-        full = pool.groupby("item_id", sort=False)["model"].nunique()
+        arms = answers[label].nunique()
+        full = pool.groupby("item_id", sort=False)[label].nunique()
         if not (full == arms).any():
             raise ValueError(f"no {category!r} item answered by all {arms} arm(s); pick another category or item_id")
         item_id = full[full == arms].index[0]
     rows = answers[answers["item_id"] == item_id]
     if rows.empty:
         raise ValueError(f"item_id {item_id!r} is not among the answers")
-    return pd.DataFrame({"model": rows["model"].to_numpy(), "question": rows["question"].to_numpy(),
+    return pd.DataFrame({label: rows[label].to_numpy(), "item_id": rows["item_id"].to_numpy(),
+                         "question": rows["question"].to_numpy(),
+                         "asked": rows.get("asked", rows["question"]).to_numpy(),
                          "response": rows["response"].to_numpy(),
                          "final_answer": [final_answer(r) for r in rows["response"]],
                          "reference_answer": [final_answer(r) for r in rows["reference"].fillna("")],

@@ -348,6 +348,8 @@ def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLik
         model = prepare_for_training(model, config, gradient_checkpointing=profile.gradient_checkpointing)
     callbacks = [*training_callbacks(model, profile), *callbacks]
     batch_size, grad_accum = profile.batch_size, profile.grad_accum
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # this run's peak, not the process's (runs in a row compare memory)
     start = time.perf_counter()
     for attempt in range(profile.oom_retries + 1):
         try:

@@ -9,6 +9,7 @@ of the text before the base's own segmentation runs, greedily and without any me
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -37,9 +38,10 @@ __all__ = [
     "continued_pretraining",
     "parse_vocab_expansion",
     "apply_vocab_expansion",
+    "check_expansion",
 ]
 
-_VERSION = "1"  # bump to invalidate every cached expansion
+_VERSION = "2"  # bump to invalidate every cached expansion (2: hub corpora read as paragraphs)
 HELDOUT_CORPUS = "data_samples/corpus/zh_heldout.txt"  # Chinese text no tokenizer or model is trained on
 _HUB_CORPUS_CHARS = 20_000_000  # characters read from a hub corpus: ~20M tokens of continued pre-training at most
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
@@ -123,7 +125,8 @@ def compare_efficiency(before, after, texts) -> dict:
 
 
 def read_corpus(spec: str, *, max_chars: int = _HUB_CORPUS_CHARS) -> list[str]:
-    """Paragraphs of a corpus: a local .txt (one per line) or "hf:<dataset id>[@<config>]" (its "text" column)."""
+    """Paragraphs of a corpus: a local .txt (one per line) or "hf:<dataset id>[@<config>]" (its "text" column, each
+    row cut at its line breaks: SentencePiece skips any line over 4,192 bytes, which most whole articles are)."""
     if not spec.startswith("hf:"):
         return read_corpus_file(spec)
     from datasets import load_dataset
@@ -131,9 +134,9 @@ def read_corpus(spec: str, *, max_chars: int = _HUB_CORPUS_CHARS) -> list[str]:
     name, _, config = spec.removeprefix("hf:").partition("@")
     texts, total = [], 0
     for row in load_dataset(name, config or None, split="train", streaming=True):  # streamed: read a prefix only
-        text = (row.get("text") or "").strip()
-        texts += [text] if text else []
-        total += len(text)
+        lines = [line.strip() for line in (row.get("text") or "").splitlines() if line.strip()]
+        texts += lines
+        total += sum(map(len, lines))
         if total >= max_chars:
             break
     if not texts:
@@ -429,7 +432,9 @@ def _train_stage(model, peft_config, dataset, profile, steps: int, work: Path, s
     trainer = Trainer(model=peft_model, args=_training_args(profile, steps, work), train_dataset=dataset)
     trainer.train()
     if save_dir is not None:
-        peft_model.save_pretrained(save_dir)
+        # The new rows are stored on their own (new_rows.safetensors): no copy of the whole resized embeddings and
+        # output layer in the adapter (peft's default once it sees the vocabulary grew; ~0.3 GB for TinyLlama).
+        peft_model.save_pretrained(save_dir, save_embedding_layers=False)
     losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     return peft_model.merge_and_unload(), losses
 
@@ -525,6 +530,9 @@ def _expand(model, tokenizer, profile, spec: tuple[str, int], folder: Path) -> t
         shutil.rmtree(folder / "work", ignore_errors=True)
         report["pretrain_loss"] = losses
     save_file(_new_rows(model, report["rows_before"]), str(folder / "new_rows.safetensors"))
+    # The expanded model's config (no weights): peft reads it when saving an adapter tuned on this model, sees the
+    # vocabulary it was tuned with, and neither copies the embeddings nor warns that it cannot tell.
+    model.config.save_pretrained(folder)
     return model, expanded, report
 
 
@@ -579,3 +587,30 @@ def apply_vocab_expansion(model, tokenizer, profile) -> tuple[object, object, di
     # A new identity: adapters trained on the expanded model are not attached to the plain base, nor vice versa.
     model.name_or_path = model.config.name_or_path = str(folder)
     return model, _reload(folder / "tokenizer"), report
+
+
+def check_expansion(profile, texts: dict | None = None) -> dict:
+    """Expand the profile's base as its arm will (read back when cached) and check it after a save and reload.
+
+    Returns {"report": apply_vocab_expansion's report, "check": check_vocabulary's facts on the reloaded copy
+    against the base's ids and rows, "efficiency": {name: compare_efficiency(base, expanded, texts[name])},
+    "tokenizer": the expanded tokenizer}; `texts` is {name: list of held-aside strings}.
+    """
+    from .models import load_model, load_tokenizer, resolve_model_source
+
+    source = resolve_model_source(profile.base_model)
+    load = dict(quantization=profile.quantization, compute_dtype=profile.compute_dtype,
+                trust_remote_code=profile.trust_remote_code)
+    tokenizer = load_tokenizer(source, trust_remote_code=profile.trust_remote_code)
+    model = load_model(source, **load)
+    snapshot = snapshot_vocabulary(model, tokenizer)  # the base's ids and rows, before anything changes
+    model, expanded, report = apply_vocab_expansion(model, tokenizer, profile)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        expanded.save_pretrained(tmp)
+        del model  # one copy of the model in memory at a time (a T4 holds little more)
+        gc.collect()
+        check = check_vocabulary(load_model(tmp, **load), load_tokenizer(tmp), snapshot, saved_dir=tmp)
+    gc.collect()
+    efficiency = {name: compare_efficiency(tokenizer, expanded, t) for name, t in (texts or {}).items()}
+    return {"report": report, "check": check, "efficiency": efficiency, "tokenizer": expanded}

@@ -76,8 +76,9 @@ def test_arm_key_ignores_only_fields_that_cannot_change_results(tmp_path):
                          ("base_model", "tiny:llama"), ("max_steps", 3)):
         assert A.arm_key(dataclasses.replace(profile, **{field: value})) != key, field
     # Evaluation-only settings re-evaluate without re-training: a new eval key, the same arm key.
-    changed = dataclasses.replace(profile, exam_limit=6)
-    assert A.arm_key(changed) == key and A.eval_key(changed) != A.eval_key(profile)
+    for field, value in (("exam_limit", 6), ("exam_max_new_tokens", 64), ("eval_suffix", "先思考，再决定")):
+        changed = dataclasses.replace(profile, **{field: value})
+        assert A.arm_key(changed) == key and A.eval_key(changed) != A.eval_key(profile), field
     assert A.eval_key(profile, shots=(0, 3)) != A.eval_key(profile, shots=(0,))
 
 
@@ -137,6 +138,24 @@ def test_extra_prompt_sets_are_answered_per_stage_stored_and_read_back(tmp_path,
     assert other["answers"].query("set == 'harmful'")["item_id"].tolist() == ["h1"]
 
 
+def test_each_arm_reports_what_it_trained_on_and_a_cached_arm_reads_its_report_back(tmp_path, counters):
+    profile = _smoke(tmp_path)  # train_limit 16
+    arms = [{"name": "tasks", "train_data": "data_samples/tasks_zh.jsonl"},
+            {"name": "mix", "train_data": "data_samples/instructions_zh.json:0.5 + data_samples/tasks_zh.jsonl:1.0"}]
+    run = A.run_arms(profile, arms, progress=False, n_boot=100)
+    table = A.data_table(run["data"])
+    assert list(table["arm"]) == ["tasks", "mix", "mix"] and "data" not in run["arms"].columns
+    assert (table["read"] == table["used"] + table["skipped"] + table["left_out"]).all()
+    tasks, instructions, mixed_tasks = table.to_dict("records")
+    assert (tasks["read"], tasks["used"] + tasks["skipped"], tasks["left_out"]) == (152, 16, 136)
+    assert "over limit 16: 136" in tasks["reasons"]
+    # 110 instructions (a 0.5 share of 220) and 152 tasks, scaled to the limit of 16 in that ratio: 7 + 9
+    assert (instructions["read"], instructions["used"] + instructions["skipped"]) == (220, 7)
+    assert (mixed_tasks["read"], mixed_tasks["used"] + mixed_tasks["skipped"]) == (152, 9)
+    again = A.run_arms(profile, arms, progress=False, n_boot=100)
+    assert counters["train"] == 2 and again["data"] == run["data"]
+
+
 def test_an_interrupted_arm_resumes_from_its_last_complete_checkpoint(tmp_path, counters):
     profile = _smoke(tmp_path, max_steps=4, save_steps=2)
     arm = {"name": "a", "base_model": "tiny:qwen2"}
@@ -167,6 +186,27 @@ def test_an_arm_killed_after_its_last_checkpoint_is_restored_without_training(tm
     assert json.loads((folder / "train.json").read_text())["train"]["new_steps"] == 0
 
 
+def test_vocabulary_arms_are_cached_and_a_cached_adapter_reattaches_to_its_expanded_base(tmp_path, counters):
+    profile = _smoke(tmp_path, base_model="tiny:llama")
+    vocab = {"vocab_expansion": "data_samples/corpus/zh_train.txt:2000"}
+    arms = [{"name": "voc", **vocab}, {"name": "voc-pre", **vocab, "pretrain_steps": 2}]
+    longer = {**arms[1], "pretrain_steps": 4}
+    keys = {A.arm_key(A.resolve_arm(profile, arm)) for arm in arms + [longer, {"name": "plain"}]}
+    assert len(keys) == 4, "the vocabulary fields are part of the arm key"
+    first = A.run_arms(profile, arms, progress=False, n_boot=200)
+    assert counters["train"] == 1 + (2 + 1), "tuning; pre-training (new rows, then LoRA) and tuning"
+    again = A.run_arms(profile, arms, progress=False, n_boot=200)
+    assert counters["train"] == 4 and list(again["arms"]["status"]) == ["cached", "cached"]
+    # An evaluation-only change rebuilds each expanded base from the vocabulary cache (no pre-training again) and
+    # attaches the stored adapter: the same replies as before, so it is the same tuned model.
+    fewer = A.run_arms(dataclasses.replace(profile, exam_limit=2), arms, progress=False, n_boot=200)
+    assert counters["train"] == 4 and list(fewer["arms"]["status"]) == ["evaluated", "evaluated"]
+    belle = ["arm", "item_id", "score"]
+    pd.testing.assert_frame_equal(first["rows"].query("benchmark == 'belle'")[belle].reset_index(drop=True),
+                                  fewer["rows"].query("benchmark == 'belle'")[belle].reset_index(drop=True))
+    pd.testing.assert_frame_equal(first["answers"], fewer["answers"])
+
+
 def test_plan_arms_estimates_each_arm_and_marks_cached_ones(tmp_path):
     profile = _smoke(tmp_path)
     arms = [{"name": "q", "base_model": "tiny:qwen2"}, {"name": "q-full", "base_model": "tiny:qwen2",
@@ -179,6 +219,28 @@ def test_plan_arms_estimates_each_arm_and_marks_cached_ones(tmp_path):
 
     assert plan.loc["q", "est_memory_gib"] == plan_for_profile(A.resolve_arm(profile, arms[0])).total_gib
     assert "Rough rule" in A.ESTIMATE_RULE
+
+
+def test_estimates_count_continued_pretraining_and_the_new_vocabulary_rows(tmp_path):
+    plain = _smoke(tmp_path, base_model="tiny:llama")
+    expanded = dataclasses.replace(plain, vocab_expansion="data_samples/corpus/zh_train.txt:2000")
+    pretrained = dataclasses.replace(expanded, pretrain_steps=10)
+    assert A.estimate_time(expanded)["train_s"] == A.estimate_time(plain)["train_s"]
+    assert A.estimate_time(pretrained)["train_s"] == pytest.approx(6 * A.estimate_time(plain)["train_s"])  # 2 + 10
+    assert A.estimate_memory(plain) < A.estimate_memory(expanded) < A.estimate_memory(pretrained)
+def test_plan_arms_counts_a_mixture_and_trains_a_shared_adapter_once(tmp_path):
+    profile = _smoke(tmp_path, max_steps=-1, train_limit=0, batch_size=4, grad_accum=1)
+    mixture = "data_samples/instructions_zh.json:32 + data_samples/cot_zh.json:0.1"  # 32 + round(12.2) records
+    arms = [{"name": "instructions", "train_data": "data_samples/instructions_zh.json:32"},
+            {"name": "+ CoT", "train_data": mixture},
+            {"name": "+ CoT, cue", "train_data": mixture, "eval_suffix": "先思考，再决定"}]
+    plan = A.plan_arms(profile, arms).set_index("arm")
+    assert plan["train_steps"].tolist() == [8, 11, 11]  # ceil(44 / 4): both sources counted
+    assert plan.loc["+ CoT, cue", "status"] == "to evaluate (an earlier arm's adapter)"
+    assert plan.loc["+ CoT, cue", "est_minutes"] < plan.loc["+ CoT", "est_minutes"], "no training counted twice"
+    hub = A.plan_arms(profile, [{"name": "counted", "train_data": "hf:org/set:100"},
+                                {"name": "unknown", "train_data": "hf:org/set:100 + hf:org/other"}])
+    assert hub["train_steps"].iat[0] == 25 and pd.isna(hub["train_steps"].iat[1])  # a hub set's size is its count
 
 
 # ------------------------------------------------------------------------------ tables on synthetic rows
@@ -218,6 +280,15 @@ def test_compare_to_pairs_arms_and_arms_without_one_are_references():
     assert table["diff"].notna().sum() == 2
 
 
+def test_group_rows_compares_one_category_alone():
+    rows = pd.concat([_rows({"a": 40, "b": 40}, groups=("open_qa",)), _rows({"a": 20, "b": 60}, groups=("math",))])
+    table = A.comparison_table(A.group_rows(rows, {"belle": ["math"]}), n_boot=300).set_index("arm")
+    assert set(table["benchmark"]) == {"belle:math"} and (table["n"] == 6).all()
+    assert table.loc["b", "diff_low"] > 20  # the math gap alone, not diluted by open_qa where a and b tie
+    with pytest.raises(ValueError, match=r"no rows for belle:code, exam:education; groups present: .*'math'"):
+        A.group_rows(rows, {"belle": ["math", "code"], "exam": ["education"]})
+
+
 def test_comparing_arms_scored_on_different_items_is_an_error():
     rows = _rows({"a": 40, "b": 50})
     rows = rows[~((rows["arm"] == "b") & (rows["item_id"] == "code-0"))]
@@ -240,6 +311,23 @@ def test_gain_table_pairs_base_and_tuned_of_each_arm():
     assert summary["b"]["belle/rouge_l_chars"]["verdict"] == "no paper direction to compare"
     bars = A.stage_bars(gains.reset_index())
     assert list(bars["stage"]) == ["base", "base", "tuned", "tuned"] and bars["note"].iat[2].startswith("+")
+
+
+def test_the_untuned_base_joins_the_arms_and_group_table_gives_tables_6_7_with_intervals():
+    rows = pd.concat([_rows({"a": 30}, stage="base"), _rows({"a": 45, "b": 50}, stage="tuned", seed=1)])
+    both = pd.concat([A.untuned_arm(rows), rows[rows["stage"] == "tuned"]], ignore_index=True)
+    table = A.group_table(both, n_boot=300)
+    assert list(pd.unique(table["arm"])) == ["untuned base", "a", "b"]  # run order, not alphabetical
+    assert list(table.query("arm == 'a'")["group"]) == ["code", "open_qa", "math", "avg"]  # the paper's columns
+    assert (table["ci_low"] <= table["mean"]).all() and (table["mean"] <= table["ci_high"]).all()
+    gains = A.comparison_table(both, reference="untuned base", n_boot=300).set_index("arm")
+    avg = table.query("group == 'avg'").set_index("arm")["mean"]
+    assert avg.to_dict() == pytest.approx(gains["mean"].to_dict())  # avg = the comparison's macro mean
+    assert gains.loc["a", "diff"] == pytest.approx(avg["a"] - avg["untuned base"]) and gains.loc["a", "diff_low"] > 0
+    with pytest.raises(ValueError, match="with_base=True"):
+        A.untuned_arm(rows[rows["stage"] == "tuned"])
+    with pytest.raises(ValueError, match="several arms"):
+        A.untuned_arm(pd.concat([rows, _rows({"b": 50}, stage="base")]))
 
 
 @pytest.mark.parametrize("diff, low, high, paper, expected", [
@@ -341,3 +429,26 @@ def test_plot_tidy_panels_gives_each_measure_its_own_axis_and_error_bars_only_wh
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["tuned", "chance (25%)"]
     assert save_figure(fig, "99_test", "panels", profile, root=tmp_path).stat().st_size > 5000
     plt.close(fig)
+
+
+def test_a_first_arm_compared_with_a_later_one_gives_each_diff_column_once():
+    rows = _rows({"adalora": 40, "lora": 50})
+    table = A.comparison_table(rows, [{"name": "adalora", "compare_to": "lora"}, {"name": "lora"}], n_boot=200)
+    assert list(table.columns).count("diff") == 1 and list(table.columns)[-3:] == ["diff", "diff_low", "diff_high"]
+    assert table.set_index("arm").loc["adalora", "diff"] == pytest.approx(-10, abs=5)
+
+
+def test_torch_threads_are_set_when_a_base_loads_and_leave_the_arm_key_alone(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        profile = _smoke(tmp_path, torch_threads=1)  # smoke's own value; 0 keeps torch's default
+        assert A.arm_key(profile) == A.arm_key(_smoke(tmp_path, torch_threads=0))  # a speed setting: same cached arm
+        torch.set_num_threads(2)
+        experiment.load_base(profile)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="torch_threads"):
+        get_profile("smoke", torch_threads=-1)

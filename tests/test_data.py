@@ -469,6 +469,38 @@ def test_mixture_of_hub_and_file(tmp_path, monkeypatch):
     assert report.sources[1].path == "hf:demo/set" and records[-1]["where"].startswith("row ")
 
 
+def test_a_count_draws_the_same_records_alone_and_in_a_mixture(tmp_path):
+    # Finding 04's arms: "instructions:N" and "instructions:N + cot:M" train on the same N instruction records.
+    a, b = _write_set(tmp_path / "a.json", "甲", 40), _write_set(tmp_path / "b.json", "乙", 20)
+    alone, _ = load_training_data(f"{a}:12", seed=3)
+    mixed, _ = load_training_data(f"{a}:12 + {b}:6", seed=3)
+    assert len(alone) == 12 and mixed[:12] == alone and Counter(_sources(mixed[12:])) == {"乙": 6}
+    assert load_training_data(f"{a}:12", seed=4)[0] != alone  # the seed picks them
+
+
+def test_hub_source_may_name_one_file_of_a_dataset_repo(tmp_path, monkeypatch):
+    calls = []
+    cot = _write_set(tmp_path / "CoT_Chinese_data.json", "丙", 10)
+
+    def fake_download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename))
+        return str(cot)
+
+    def fake_load_dataset(repo, split, **kwargs):
+        calls.append((repo, split))
+        return [{"instruction": f"丁 {i}", "input": "", "output": "好的"} for i in range(10)]
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load_dataset))
+    chain = "hf:QingyiSi/Alpaca-CoT/Chain-of-Thought/CoT_Chinese_data.json"
+    records, report = load_training_data(f"{chain}:4 + hf:demo/set")
+    assert calls == [("QingyiSi/Alpaca-CoT", "Chain-of-Thought/CoT_Chinese_data.json"),
+                     ("demo/set", "train")]  # one file is downloaded and read like a local file; a plain id loads
+    assert [s.path for s in report.sources] == [chain, "hf:demo/set"] and len(records) == 4 + 10
+
+
 # --------------------------------------------------------------------------- lower-level pieces
 
 
@@ -572,3 +604,31 @@ def test_hub_loader_uses_shared_validator(monkeypatch):
     assert [r["where"] for r in records] == ["row 1"]
     assert (report.path, dict(report.skipped)) == ("hf:demo/set", {"duplicate": 1})
     assert report.examples == [("row 2", "duplicate", "same as row 1")]
+
+
+def test_a_hub_file_or_a_url_source_is_fetched_and_read_like_a_local_file(monkeypatch, tmp_path):
+    # Repos that `datasets` cannot load (a loading script: BAAI/COIG) and files on GitHub (pCLUE) are sources
+    # too; the downloads are stubbed here, the reading and the per-source report are the real ones.
+    import huggingface_hub
+
+    from helpers import eval_sets
+
+    local = tmp_path / "tasks.jsonl"
+    local.write_text((ROOT / "data_samples" / "tasks_zh.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo, name, repo_type: calls.append((repo, name, repo_type)) or str(local))
+    monkeypatch.setattr(eval_sets, "fetch", lambda url: calls.append(url) or local)
+    spec = "hf:org/set/dir/tasks.jsonl:10 + https://example.org/pCLUE_train_1.json:0.5"
+    records, report = load_training_data(spec, seed=1)
+    assert calls == [("org/set", "dir/tasks.jsonl", "dataset"), "https://example.org/pCLUE_train_1.json"]
+    names = ["hf:org/set/dir/tasks.jsonl", "https://example.org/pCLUE_train_1.json"]
+    assert [s.path for s in report.sources] == names and [s.kept for s in report.sources] == [10, 76]
+    assert {r["source"] for r in records} == set(names) and report.read == 2 * 152
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(DataError, match=r"hf:org/set/dir/tasks.jsonl: could not download.*by hand"):
+        load_training_data("hf:org/set/dir/tasks.jsonl")

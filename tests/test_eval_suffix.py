@@ -69,3 +69,32 @@ def test_eval_suffix_never_reaches_training(tiny, monkeypatch, tmp_path):
     assert len(plain["input_ids"]) == 8 and plain == cot_star
     assert tokenizer.decode(tokenizer(SUFFIX, add_special_tokens=False)["input_ids"]) == SUFFIX  # could be seen
     assert not any(SUFFIX in tokenizer.decode(ids) for ids in cot_star["input_ids"])
+
+
+def test_the_runner_reevaluates_the_cot_adapter_with_the_cue_only_in_the_cot_star_arm(tmp_path, spies, monkeypatch):
+    # Notebook 04's third arm: the same training data as the CoT arm plus eval_suffix. It must reuse that arm's
+    # adapter (one training run), and only its prompts may carry the cue: checked on the prompts generated from
+    # and on what the runner stored ("asked").
+    import transformers
+
+    from helpers import arms
+
+    trained = []
+    real_train = transformers.Trainer.train
+    monkeypatch.setattr(transformers.Trainer, "train",
+                        lambda self, *a, **k: trained.append(1) or real_train(self, *a, **k))
+    profile = get_profile("smoke", max_steps=2, save_steps=2, train_limit=16, eval_limit=4, exam_limit=4,
+                          max_new_tokens=2, exam_max_new_tokens=3, eval_batch_size=16, output_root=str(tmp_path))
+    data = "data_samples/instructions_zh.json:8 + data_samples/cot_zh.json:8"
+    run = arms.run_arms(profile, [{"name": "CoT", "train_data": data},
+                                  {"name": "CoT*", "train_data": data, "eval_suffix": SUFFIX, "compare_to": "CoT"}],
+                        progress=False, n_boot=100)
+    info = run["arms"].set_index("arm")
+    assert len(trained) == 1 and info["status"].tolist() == ["trained", "evaluated"] and info["key"].nunique() == 1
+    cued = run["answers"].assign(cued=run["answers"]["asked"].str.endswith(f"\n{SUFFIX}")).groupby("arm")["cued"]
+    assert cued.agg(["size", "sum"]).to_dict("index") == {"CoT": {"size": 4, "sum": 0}, "CoT*": {"size": 4, "sum": 4}}
+    generated = spies["generated"]  # per arm: 4 instructions, then 4 exam questions
+    assert spies["budgets"] == ([2] * 4 + [3] * 4) * 2
+    assert not any(SUFFIX in p for p in generated[:8]) and all(SUFFIX in p for p in generated[8:])
+    assert not any(SUFFIX in c for c in spies["scored"])
+    assert run["table"].set_index("arm").loc["CoT*", "against"].tolist() == ["CoT"] * 3  # ROUGE-L, generate, loglik

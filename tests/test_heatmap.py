@@ -45,3 +45,12 @@ def test_heatmap_refuses_mixed_measures():
     mixed = pd.concat([table, table.assign(scorer="judge:x")])
     with pytest.raises(ValueError, match="filter the table to one measure"):
         plot_heatmap(mixed, get_profile("smoke"), title="t", value_label="v")
+
+
+def test_heatmap_of_published_numbers_shows_the_mean_alone():
+    """The paper's tables have no intervals: its cells show the number as published, not "[nan, nan]"."""
+    table = pd.DataFrame({"model": ["Alpaca-GPT4", "pCLUE"], "category": "avg", "mean": [58.1, 40.0]})
+    fig = plot_heatmap(table, "source: Si et al. 2023", title="Table 6", value_label="score (0-100)")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["58.1", "40.0"]
+    assert "source: Si et al. 2023" in fig.axes[0].get_title()
+    plt.close(fig)

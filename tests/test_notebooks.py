@@ -86,7 +86,8 @@ def _check_quickstart(m):
     assert m["new_steps"] == 30 and m["train_seconds"] > 0 and m["tokens_per_s"] > 0
     assert 0 < m["memory_before_mb"] <= m["memory_after_mb"] and 0 < m["memory_share_pct"] <= 100
     assert ("RSS" in m["memory_kind"]) == (m["gpu"] == "none (CPU)")  # on a CPU the figure says it is RSS
-    assert m["reload_matches_tuned"] is True and m["merged_matches_adapter_pct"] == 100
+    assert m["reload_matches_tuned"] is True and 0 <= m["merged_matches_adapter_pct"] <= 100
+    assert m["merged_max_logprob_diff"] < 0.1  # exact up to fp16 rounding (a wrong merge is off by whole nats)
     assert m["planned_fits"] is True and 0.67 < m["planned_peak_gib"] < 2  # the planner's verdict: CUDA context + a bit
 
 
@@ -142,8 +143,162 @@ def _check_prompt_language(m):
     assert "cannot test this finding" in m["conclusion"]["text"]
 
 
+def _check_peft_methods(m):
+    import pandas as pd
+
+    from helpers.arms import VERDICTS
+    from helpers.peft_methods import FIGURE2_CLAIMS, METHOD_SETTINGS
+
+    assert set(m["arms"]) == set(m["methods"]) == set(METHOD_SETTINGS)  # every Table 4 row and every extra arm
+    larger = {"SadapterP-l": "SadapterP", "SadapterH-l": "SadapterH", "P-adapter-l": "P-adapter",
+              "AdaLoRA reallocating": "AdaLoRA"}
+    for name, entries in m["arms"].items():
+        for key in ("tuned/belle/rouge_l_chars", "tuned/exam/generate/0-shot", "tuned/exam/loglik/0-shot"):
+            _check_triple(entries[key]["mean"])
+            assert entries[key]["against"] == (None if name == "LoRA" else larger.get(name, "LoRA"))
+            if name != "LoRA":
+                _check_triple(entries[key]["diff"], -100, 100)
+    for name, method in m["methods"].items():  # what trained is what method_table counts for the base
+        assert method["trainable_params"] == method["method_table_params"] > 0, name
+        assert method["train_s"] > 0 and method["peak_memory_mb"] > 0 and method["first"] > 0 and method["last"] > 0
+    table4 = pd.read_csv(PROJECT_ROOT / "data_samples/paper/table4_peft_methods.csv", dtype={1: str})
+    for row in table4.itertuples():  # Table 4's counts, reproduced on Bloom-7b1's architecture in the notebook
+        printed = row.trainable_params_millions
+        assert round(m["table4_on_bloom_7b1_m"][row.method], len(printed.partition(".")[2])) == float(printed)
+    paper_run, reallocated = m["adalora_ranks"]["AdaLoRA"], m["adalora_ranks"]["AdaLoRA reallocating"]
+    assert paper_run["min"] == paper_run["max"] == 12  # never reallocated: every matrix keeps init_r
+    assert reallocated["total"] == 8 * reallocated["matrices"] and reallocated["min"] < 12  # pruned to target_r
+    assert set(m["figure2_claims"]) == {claim for claim, *_ in FIGURE2_CLAIMS}
+    assert m["n_verdicts"] == len(m["verdicts"]) == 2 * (len(METHOD_SETTINGS) - 1)
+    assert set(m["verdicts"].values()) <= set(VERDICTS) and m["verdicts"]["DoRA vs LoRA / belle"] == VERDICTS[5]
+    assert m["n_instructions"] == 30 and m["n_exam"] == 24 and "cannot test this finding" in m["conclusion"]["text"]
+
+
+def _check_data_types(m):
+    from helpers.arms import VERDICTS
+    from helpers.eval_sets import BELLE_CATEGORIES, EXAM_SUBJECTS
+
+    names = ["self-instruct", "conversations", "task collection", "exam", "mixture"]
+    assert list(m["arms"]) == names and list(m["gains"]) == ["untuned base", *names]
+    for name in names:
+        for key in ("tuned/belle/rouge_l_chars", "tuned/exam/generate/0-shot"):
+            _check_triple(m["arms"][name][key]["mean"])
+            gain = m["gains"][name][key]  # every arm against the untuned base, item by item
+            assert gain["against"] == "untuned base" and gain["verdict"] in VERDICTS
+            _check_triple(gain["diff"], -100, 100)
+            entry = m["arms"][name][key]
+            if name != "self-instruct":  # and every other arm against the self-instruct arm
+                assert entry["against"] == "self-instruct" and entry["verdict"] in VERDICTS
+                _check_triple(entry["diff"], -100, 100)
+    for name, benches in m["groups"].items():  # tables 6/7: every category and subject with its interval
+        assert list(benches["belle"]) == [*BELLE_CATEGORIES, "avg"]
+        assert list(benches["exam"]) == [*EXAM_SUBJECTS, "avg"]
+        for triple in [*benches["belle"].values(), *benches["exam"].values()]:
+            _check_triple(triple)
+        assert benches["belle"]["avg"][0] == pytest.approx(m["gains"][name]["tuned/belle/rouge_l_chars"]["mean"][0])
+    for name, sources in m["data"].items():  # what each arm trained on adds up, source by source
+        assert [s["read"] == s["used"] + s["skipped"] + s["left_out"] for s in sources] == [True] * len(sources)
+        assert sum(s["used"] + s["skipped"] for s in sources) == 32 and all(s["used"] > 0 for s in sources)
+    assert [len(m["data"][n]) for n in names] == [1, 1, 1, 1, 2] and m["data"]["self-instruct"][0]["read"] == 220
+    assert len(m["heatmaps"]["paper"]) == 2 and {"belle", "exam"} <= set(m["heatmaps"])
+    assert all(Path(p).stat().st_size > 10_000 for p in [*m["heatmaps"]["paper"], m["heatmaps"]["belle"]])
+    assert m["n_verdicts"] == len(m["verdicts"]) == 5 * 2 + 4 * 2 and set(m["verdicts"].values()) <= set(VERDICTS)
+    assert m["verdicts"]["exam vs untuned base / exam"] == VERDICTS[5]  # the paper gives COIG-exam no MMCU average
+    assert m["n_instructions"] == 30 and m["n_exam"] == 24 and "cannot test this finding" in m["conclusion"]["text"]
+
+
+def _check_vocabulary(m):
+    from helpers.arms import VERDICTS
+
+    original, expanded, pretrained = "original vocabulary", "+ Chinese vocabulary", "+ Chinese vocabulary, pre-trained"
+    assert set(m["arms"]) == {original, expanded, pretrained}
+    assert set(m["vocab_check"]) == set(m["new_tokens"]) == {expanded, pretrained}
+    assert len(m["tokenizer"]) == 2 * 2  # two expanded arms x two held-aside texts
+    for key, tok in m["tokenizer"].items():  # Chinese text gets shorter: tokens per Han character fall
+        assert tok["tokens_per_han_after"] < 0.7 * tok["tokens_per_han_before"], key
+        assert 30 < tok["length_reduction_pct"] < 100, key
+    for name, check in m["vocab_check"].items():  # after save and reload, on the 4-bit base
+        assert check["ok"] is True and check["old_rows_kept"] is True and m["new_tokens"][name] > 1000
+        assert check["old_ids_kept"] == check["old_tokens"] > 0
+        assert check["tokenizer_len"] == check["saved_tokenizer_len"] == check["old_tokens"] + m["new_tokens"][name]
+        assert check["model_rows"] == check["config_vocab_size"] == check["saved_config_vocab_size"]
+        assert check["tokenizer_len"] <= check["model_rows"] < check["tokenizer_len"] + 64
+    for name, entries in m["arms"].items():
+        for key in ("tuned/belle/rouge_l_chars", "tuned/exam/generate/0-shot", "tuned/exam/loglik/0-shot"):
+            _check_triple(entries[key]["mean"])
+    pairs = {(expanded, original): m["arms"][expanded], (pretrained, expanded): m["arms"][pretrained],
+             (pretrained, original): m["pretrained_vs_original"][pretrained]}
+    for (arm, against), entries in pairs.items():
+        for key, bench in (("tuned/belle/rouge_l_chars", "belle"), ("tuned/exam/generate/0-shot", "exam")):
+            assert entries[key]["against"] == against
+            _check_triple(entries[key]["diff"], -100, 100)
+            assert entries[key]["verdict"] == m["verdicts"][f"{arm} vs {against} / {bench}"]  # the pair's own verdict
+    assert m["n_verdicts"] == len(m["verdicts"]) == 3 * 2 and m["n_instructions"] == 30 and m["n_exam"] == 24
+    assert set(m["verdicts"].values()) <= set(VERDICTS) and "cannot test this finding" in m["conclusion"]["text"]
+
+
+def _check_chain_of_thought(m):
+    from helpers.arms import VERDICTS
+
+    against = {"instructions": None, "+ CoT data": "instructions", "+ CoT data, CoT* prompt": "+ CoT data"}
+    counts = {"belle": 30, "belle:code": 3, "belle:math": 3, "exam": 24,
+              **{f"exam:{s}": 6 for s in ("medicine", "psychology", "law", "education")}}
+    judged = {"belle", "belle:code", "belle:math", "exam", "exam:education"}  # the measures table 8 reports
+    assert list(m["arms"]) == list(against)
+    for name, entries in m["arms"].items():
+        assert {key.split("/")[1]: entry["n"] for key, entry in entries.items()} == counts
+        for key, entry in entries.items():
+            _check_triple(entry["mean"])
+            assert entry["against"] == against[name]
+            if against[name]:
+                _check_triple(entry["diff"], -100, 100)
+            assert ("verdict" in entry) == (against[name] is not None and key.split("/")[1] in judged), key
+            assert entry.get("verdict", VERDICTS[0]) in VERDICTS
+    assert m["n_verdicts"] == len(m["verdicts"]) == 2 * len(judged) and set(m["verdicts"].values()) <= set(VERDICTS)
+    # The CoT* arm: the CoT arm's adapter evaluated again (not trained), and the only one asked with the cue.
+    assert m["same_adapter"] == {"+ CoT data, CoT* prompt": True}
+    assert m["status"] == {"instructions": "trained", "+ CoT data": "trained", "+ CoT data, CoT* prompt": "evaluated"}
+    assert m["cue_counts"] == {name: {"asked": 30, "with_cue": 30 if name.endswith("CoT* prompt") else 0}
+                               for name in against}
+    example = m["worked_example"]  # the first Belle math item, the same for every arm
+    assert example["reference"] == "面积是96平方厘米，周长是40厘米"  # final_answer read the reference's "答：..."
+    assert set(example["final_answers"]) == set(against)
+    assert all(n > 0 for n in example["n_chars"].values())
+    assert m["n_instructions"] == 30 and m["n_exam"] == 24 and "cannot test this finding" in m["conclusion"]["text"]
+
+
+def _check_human_values(m):
+    from helpers.arms import VERDICTS
+
+    arms = {"without values", "with values"}
+    assert set(m["arms"]) == set(m["safety"]) == arms
+    for entries in m["arms"].values():
+        for key in ("tuned/belle/rouge_l_chars", "tuned/exam/generate/0-shot"):
+            _check_triple(entries[key]["mean"])
+    for name, entries in m["safety"].items():  # smoke has no judge: the rule's rows only
+        assert set(entries) == {"tuned/harmful/refusal_rule", "tuned/harmless/refusal_rule"}
+        for key, entry in entries.items():
+            _check_triple(entry["mean"])  # a rate in [0, 100] inside its interval
+            assert entry["n"] == (65 if "/harmful/" in key else 60)
+            if name == "with values":  # paired against the arm without value data, with a verdict
+                assert entry["against"] == "without values" and entry["verdict"] in VERDICTS
+                _check_triple(entry["diff"], -100, 100)
+    assert m["safety"]["with values"]["tuned/harmless/refusal_rule"]["verdict"] == VERDICTS[5]  # no expected sign
+    assert m["held_aside"] == {"prompts_checked": {a: 125 for a in arms}, "leaks": 0, "n_harmful": 65,
+                               "n_harmless": 60}
+    rule = m["rule"]
+    _check_triple(rule["false_positive_rate"])
+    _check_triple(rule["agreement"])
+    assert rule["n_benign_replies"] == 60 and rule["n_labelled"] == 40
+    assert m["n_verdicts"] == len(m["verdicts"]) == 4 and set(m["verdicts"].values()) <= set(VERDICTS)
+    assert m["judge"] == "none" and "cannot test this finding" in m["conclusion"]["text"]
+
+
 CHECKS = {"00_quickstart": _check_quickstart, "08_evaluation": _check_evaluation,
-          "01_choosing_a_base": _check_choosing_a_base, "06_prompt_language": _check_prompt_language}
+          "01_choosing_a_base": _check_choosing_a_base, "02_peft_methods": _check_peft_methods,
+          "03_data_types": _check_data_types, "04_chain_of_thought": _check_chain_of_thought,
+          "05_vocabulary": _check_vocabulary, "06_prompt_language": _check_prompt_language,
+          "07_human_values": _check_human_values}
 
 
 _BAR = re.compile(r"^(?P<desc>[^|]*?):\s*(?P<pct>\d+)%\|")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,16 +12,16 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, BloomConfig
 
 from helpers import bottleneck
+from helpers.experiment import attach_adapter
 from helpers.models import load_model, load_tokenizer
 from helpers.paths import project_path
-from helpers.peft_methods import (PEFT_METHODS, TABLE4_SETTINGS, build_peft_config, load_adapter, method_table,
-                                  optimizer_steps, orthogonality_penalty, prepare_for_training, training_loss)
+from helpers.peft_methods import (BLOOM_7B1, PEFT_METHODS, TABLE4_SETTINGS, build_peft_config, load_adapter,
+                                  method_table, optimizer_steps, orthogonality_penalty, prepare_for_training,
+                                  training_loss)
 from helpers.profiles import _CHOICES, get_profile
 from helpers.prompts import build_sft_dataset
 from helpers.train import latest_checkpoint, train_model
 
-# bigscience/bloom-7b1's config.json (checked against the published file): the base of the paper's Table 4.
-BLOOM_7B1 = dict(hidden_size=4096, n_layer=30, n_head=32, vocab_size=250880)
 
 
 def _paper_table4() -> pd.DataFrame:
@@ -48,6 +49,9 @@ def test_bloom_sites_are_the_papers(bloom_table):
     assert bloom_table.loc["SadapterH", "sites"] == "dense_4h_to_h, dense_h_to_4h"
     assert bloom_table.loc["P-adapter", "sites"] == "query_key_value"
     assert bloom_table.loc["prompt", "sites"] == "prompt encoder" and bloom_table.loc["prompt", "blocks"] == 0
+    assert bloom_table.loc["LoRA", "where"] == "query_key_value of each of 30 blocks"
+    assert bloom_table.loc["prefix", "where"].startswith("keys and values of every layer")
+    assert bloom_table.loc["p-tuning", "where"].startswith("the input embeddings")
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
@@ -240,3 +244,67 @@ def test_detach_gives_the_base_back(tiny_dir):
         assert torch.equal(model(input_ids=ids).logits, base)
     assert not bottleneck.is_bottleneck_model(model) and not model._hf_peft_config_loaded
     assert model.save_pretrained.__func__ is type(model).save_pretrained
+
+
+# ---- a cached arm's adapter on the runner's base: attach_adapter for every method ---------------------------------
+
+def test_attaching_a_bottleneck_adapter_keeps_the_base_and_reproduces_the_trained_model(tiny_dir, smoke_examples,
+                                                                                      tmp_path):
+    profile, tok, model, ds = _setup(tiny_dir, smoke_examples, peft_method="SadapterH")  # nf4, as smoke runs
+    trained = train_model(model, tok, ds, profile, tmp_path).model.eval()
+    base = load_model(str(tiny_dir("qwen2")), quantization=profile.quantization, compute_dtype=profile.compute_dtype)
+    ids = _ids(tok)
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        tuned = attach_adapter(base, tmp_path / "adapter").eval()
+        assert torch.equal(tuned(input_ids=ids).logits, trained(input_ids=ids).logits)
+        assert torch.equal(base(input_ids=ids).logits, before)  # the base still answers as the base
+    assert not bottleneck.is_bottleneck_model(base)
+    assert not any(isinstance(m, bottleneck.BottleneckLinear) for m in base.modules())
+    assert {p.data_ptr() for p in base.parameters()} <= {p.data_ptr() for p in tuned.parameters()}  # shared
+
+
+def test_a_cached_bottleneck_arm_evaluates_as_its_fresh_run(tmp_path):
+    from helpers.arms import run_arm
+
+    profile = get_profile("smoke", max_steps=2, save_steps=2, logging_steps=1, train_limit=16, eval_limit=6,
+                          exam_limit=4, max_new_tokens=4, eval_batch_size=16, output_root=str(tmp_path))
+    arm = {"name": "SadapterP", **TABLE4_SETTINGS["SadapterP"]}
+    fresh, fresh_answers, info = run_arm(profile, arm, progress=False)
+    assert info["status"] == "trained"
+    for stage in Path(info["folder"]).glob("tuned-*"):  # drop the stored evaluation, keep the trained adapter
+        stage.unlink()
+    again, answers, info = run_arm(profile, arm, progress=False)
+    assert info["status"] == "evaluated"  # rebuilt through attach_adapter, not retrained
+    pd.testing.assert_frame_equal(again, fresh)
+    pd.testing.assert_frame_equal(answers, fresh_answers)
+
+
+# ---- the notebook's arms and figure 2's claims ----------------------------------------------------------------------
+
+def test_method_arms_name_the_paper_row_and_the_arm_to_compare_with():
+    from helpers.peft_methods import method_arms
+
+    arms = {a["name"]: a for a in method_arms(["AdaLoRA", "LoRA", "SadapterH", "SadapterH-l", "SadapterP-l", "DoRA"],
+                                              compare_to={"SadapterH-l": "SadapterH", "SadapterP-l": "SadapterP"})}
+    assert "compare_to" not in arms["LoRA"] and arms["AdaLoRA"]["compare_to"] == "LoRA"
+    assert arms["SadapterH-l"]["compare_to"] == "SadapterH"
+    assert arms["SadapterP-l"]["compare_to"] == "LoRA"  # its default size is not run: the reference instead
+    assert arms["SadapterH-l"]["paper"] == "SadapterH-l" and "paper" not in arms["DoRA"]
+    assert arms["AdaLoRA"]["adalora_update"] == "none" and arms["SadapterH-l"]["adapter_size"] == 256
+    with pytest.raises(ValueError, match="unknown method rows.*valid: AdaLoRA"):
+        method_arms(["LoRA", "QLoRA"])
+
+
+def test_figure2_claims_are_tested_on_the_losses_and_skipped_when_their_arms_did_not_run():
+    from helpers.peft_methods import figure2_checks
+
+    losses = pd.DataFrame({"first": [12.0, 9.0, 9.1, 9.0, 9.2, 9.0], "last": [7.0, 6.0, 8.5, 8.0, 6.5, 5.0]},
+                          index=["AdaLoRA", "LoRA", "prompt", "p-tuning", "prefix", "SadapterH"])
+    checks = figure2_checks(losses).set_index("claim")["holds"]
+    assert checks.to_dict() == {"AdaLoRA starts with the highest loss": True,
+                                "prompt and P-tuning end with the highest losses": True,
+                                "LoRA and SadapterH end below prefix tuning": True}
+    losses.loc["LoRA", "last"] = 6.9  # above prefix now
+    assert not figure2_checks(losses).set_index("claim")["holds"]["LoRA and SadapterH end below prefix tuning"]
+    assert len(figure2_checks(losses.drop(index="prefix"))) == 2

@@ -132,3 +132,17 @@ def test_paper_figures_state_the_finding_and_never_mix_measures():
     assert [p["title"] for p in paper_panels("03_data_types")[0]] == ["Belle-eval (table 6)", "MMCU (table 7)"]
     assert "-pre-l" in " ".join(paper_panels("05_vocabulary")[0][0]["labels"]) and "100B" in paper_panels(
         "05_vocabulary")[2]
+
+
+def test_loss_curves_share_one_axis_one_line_each_told_apart():
+    from helpers.plots import plot_loss_curves
+
+    curves = {f"method {i}": [(1, 9.0 - i / 10), (2, 8.5 - i / 10)] for i in range(12)}
+    fig = plot_loss_curves(curves, get_profile("smoke"), title="loss")
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert [line.get_label() for line in lines] == list(curves)
+    styles = {(line.get_color(), line.get_linestyle()) for line in lines}
+    assert len(styles) == 12  # the 11th and 12th reuse a colour, dashed
+    assert "profile: smoke" in ax.get_title() and "step" in ax.get_xlabel() and "nats" in ax.get_ylabel()
+    plt.close(fig)

@@ -42,3 +42,15 @@ def test_worked_example_by_id_and_errors():
         worked_example(answers_frame(), item_id="9")
     with pytest.raises(ValueError, match="no 'summary' item"):
         worked_example(answers_frame(), category="summary")
+
+
+def test_worked_example_reads_the_runners_answers_tuned_belle_replies_by_arm():
+    # run_arms' run["answers"]: every stage and prompt set, labelled by arm, with what each arm was asked.
+    tuned = answers_frame().rename(columns={"model": "arm"}).assign(stage="tuned", set="belle")
+    tuned["asked"] = tuned["question"] + ["", "", "", "\n先思考，再决定"]
+    base = tuned.assign(stage="base", response="base reply")
+    extra = tuned.assign(set="harmful", category="math", item_id="h1", question="别的问题")
+    out = worked_example(pd.concat([base, tuned, extra], ignore_index=True))
+    assert list(out.columns[:2]) == ["arm", "item_id"] and list(out["item_id"]) == ["1", "1"]
+    assert list(out["arm"]) == ["instructions", "instructions + CoT"] and "base reply" not in set(out["response"])
+    assert list(out["asked"]) == ["36-3×8=?", "36-3×8=?\n先思考，再决定"] and list(out["final_answer"]) == ["", "12元"]

@@ -11,9 +11,10 @@ import torch
 
 from helpers.models import count_4bit_layers, load_model, load_tokenizer
 from helpers.profiles import get_profile
-from helpers.vocab import (HELDOUT_CORPUS, apply_vocab_expansion, build_pretrain_dataset, check_vocabulary,
-                           compare_efficiency, continued_pretraining, expand_tokenizer, parse_vocab_expansion,
-                           read_corpus, resize_embeddings, snapshot_vocabulary, tokenizer_efficiency)
+from helpers.vocab import (HELDOUT_CORPUS, apply_vocab_expansion, build_pretrain_dataset, check_expansion,
+                           check_vocabulary, compare_efficiency, continued_pretraining, expand_tokenizer,
+                           parse_vocab_expansion, read_corpus, resize_embeddings, snapshot_vocabulary,
+                           tokenizer_efficiency)
 
 ZH_CORPUS = "data_samples/corpus/zh_train.txt"
 
@@ -202,3 +203,29 @@ def test_profile_fields_and_bad_specs():
 def test_too_small_a_vocabulary_says_so(tiny_dir, tmp_path):
     with pytest.raises(ValueError, match="cannot train a 200-piece Chinese vocabulary"):
         expand_tokenizer(load_tokenizer(str(tiny_dir("llama"))), read_corpus(ZH_CORPUS), 200, tmp_path)
+
+
+def test_check_expansion_reloads_the_expanded_base_and_measures_held_aside_text(tmp_path, heldout, capsys):
+    profile = get_profile("smoke", base_model="tiny:llama", vocab_expansion=f"{ZH_CORPUS}:2000",
+                          output_root=str(tmp_path))
+    result = check_expansion(profile, {"held-aside": heldout})
+    check, report = result["check"], result["report"]
+    assert check["ok"] and "Vocabulary check passed" in capsys.readouterr().out
+    assert check["saved_config_vocab_size"] == check["model_rows"] and check["old_rows_kept"]
+    assert check["saved_tokenizer_len"] == len(result["tokenizer"]) == check["old_tokens"] + report["new_tokens"]
+    efficiency = result["efficiency"]["held-aside"]
+    assert efficiency["after"]["tokens_per_han"] < efficiency["before"]["tokens_per_han"]
+    assert efficiency["length_reduction"] == pytest.approx(report["length_reduction"])  # the same held-aside text
+    again = check_expansion(profile)  # read back from the cache: the same vocabulary
+    assert again["report"]["cached"] and again["check"]["ok"] and again["efficiency"] == {}
+    assert again["tokenizer"].get_vocab() == result["tokenizer"].get_vocab()
+
+
+def test_hub_corpus_rows_are_cut_into_paragraphs(monkeypatch):
+    import datasets
+
+    paragraphs = ["长城是古代的防御工程。", "它横跨中国北方。", "很长的段落。" * 3]
+    rows = [{"text": "\n\n".join(paragraphs[:2]) + "\n" + paragraphs[2]}, {"text": ""}, {"text": "第二篇文章。"}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: iter(rows))
+    assert read_corpus("hf:some/corpus@zh") == [*paragraphs, "第二篇文章。"]
+    assert read_corpus("hf:some/corpus@zh", max_chars=5) == paragraphs  # whole rows, until the limit is reached
