@@ -227,7 +227,10 @@ def test_estimates_count_continued_pretraining_and_the_new_vocabulary_rows(tmp_p
     pretrained = dataclasses.replace(expanded, pretrain_steps=10)
     assert A.estimate_time(expanded)["train_s"] == A.estimate_time(plain)["train_s"]
     assert A.estimate_time(pretrained)["train_s"] == pytest.approx(6 * A.estimate_time(plain)["train_s"])  # 2 + 10
-    assert A.estimate_memory(plain) < A.estimate_memory(expanded) < A.estimate_memory(pretrained)
+    # The planner plans the tuning run on the grown vocabulary; pre-training (LoRA + the new rows) peaks no higher.
+    assert A.estimate_memory(plain) < A.estimate_memory(expanded) == A.estimate_memory(pretrained)
+
+
 def test_plan_arms_counts_a_mixture_and_trains_a_shared_adapter_once(tmp_path):
     profile = _smoke(tmp_path, max_steps=-1, train_limit=0, batch_size=4, grad_accum=1)
     mixture = "data_samples/instructions_zh.json:32 + data_samples/cot_zh.json:0.1"  # 32 + round(12.2) records
