@@ -1,11 +1,13 @@
-"""Benchmark: tokenising training rows with datasets.map, 1 vs 2 worker processes, and a re-run from the cache.
+"""Benchmark: building training rows (helpers.prompts.build_sft_dataset), 1 vs 2 worker processes, and a re-run.
 
-    python benchmarks/bench_tokenize.py                 # 100k synthetic rows, the tiny tokenizer
+    python benchmarks/bench_tokenize.py                 # 100k synthetic records, the tiny tokenizer
     python benchmarks/bench_tokenize.py --rows 20000 --procs 1,2,4
 
-Rows are prompt/completion pairs recombined from the project's Chinese samples (seeded), run through
-helpers.batching.tokenize_rows, the path training uses. Timed runs write no cache; the last line times a
-second call with the on-disk cache, as a re-run of a notebook would make it.
+Records are conversations recombined from the project's Chinese samples (one sample's instruction, another's
+answer; seeded), built exactly as training builds them: rendered in the chat template, tokenised with labels from
+character offsets, the over-length policy applied and counted (datasets.map through batching.tokenize_rows). Each
+timed run starts from an empty cache folder, so it tokenises and writes its cache as a first run would; the last
+line times the same call again, as a re-run of a notebook makes it (read back from the cache).
 """
 from __future__ import annotations
 
@@ -20,12 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from datasets import Dataset  # noqa: E402
-
-from helpers.batching import encode_prompt_completion, tokenize_rows  # noqa: E402
-from helpers.data import load_training_data  # noqa: E402
+from helpers.data import DataReport, load_training_data  # noqa: E402
 from helpers.models import load_tokenizer  # noqa: E402
-from helpers.prompts import format_prompt  # noqa: E402
+from helpers.prompts import build_sft_dataset  # noqa: E402
 from helpers.tiny import build_tiny_model  # noqa: E402
 
 
@@ -37,14 +36,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def synthetic_rows(n: int, tokenizer) -> Dataset:
-    """n prompt/completion rows: sample instructions and answers recombined at random (seed 0)."""
+def synthetic_records(n: int) -> list[dict]:
+    """n one-turn conversations: one sample's first question with another's last answer, at random (seed 0)."""
     examples, _ = load_training_data("data_samples/instructions_zh.json")
-    prompts = [format_prompt(ex, tokenizer) for ex in examples]
-    answers = [ex["output"] for ex in examples]
     rng = random.Random(0)
-    return Dataset.from_dict({"prompt": [rng.choice(prompts) for _ in range(n)],
-                              "completion": [rng.choice(answers) for _ in range(n)]})
+    records = []
+    for i in range(n):
+        question, answer = rng.choice(examples), rng.choice(examples)
+        records.append({**question, "messages": [question["messages"][0], answer["messages"][-1]],
+                        "where": f"synthetic {i + 1}"})
+    return records
+
+
+def build(records, tok, max_length: int, num_proc: int) -> tuple[float, DataReport]:
+    """Seconds to build the training rows, and the data report that counts what the over-length policy did."""
+    report = DataReport(path="synthetic", read=len(records), kept=len(records))
+    start = time.perf_counter()
+    build_sft_dataset(records, tok, max_length=max_length, report=report, num_proc=num_proc)
+    return time.perf_counter() - start, report
 
 
 def main(argv=None) -> None:
@@ -52,20 +61,16 @@ def main(argv=None) -> None:
     os.environ.setdefault("ZH_COOKBOOK_CACHE", str(ROOT / ".cache"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per process: the comparison is processes
     tok = load_tokenizer(str(build_tiny_model("qwen2")))
-    rows = synthetic_rows(args.rows, tok)
-    kwargs = {"tokenizer": tok, "max_length": args.max_length}
-    rates = {}
-    for procs in (int(p) for p in args.procs.split(",")):
-        start = time.perf_counter()
-        tokenize_rows(rows, encode_prompt_completion, kwargs, num_proc=procs, cache=False)
-        rates[procs] = args.rows / (time.perf_counter() - start)
-    with tempfile.TemporaryDirectory() as cache:
-        os.environ["ZH_COOKBOOK_CACHE"] = cache
-        tokenize_rows(rows, encode_prompt_completion, kwargs, num_proc=1)
-        start = time.perf_counter()
-        tokenize_rows(rows, encode_prompt_completion, kwargs, num_proc=1)
-        cached = args.rows / (time.perf_counter() - start)
-    print(f"\n{args.rows} rows, tiny tokenizer, max_length {args.max_length}, {os.cpu_count()} CPU cores")
+    records = synthetic_records(args.rows)
+    rates, counts = {}, [int(p) for p in args.procs.split(",")]
+    with tempfile.TemporaryDirectory() as root:
+        for procs in counts:  # each from an empty cache folder
+            os.environ["ZH_COOKBOOK_CACHE"] = f"{root}/{procs}"
+            seconds, report = build(records, tok, args.max_length, procs)
+            rates[procs] = args.rows / seconds
+        cached = args.rows / build(records, tok, args.max_length, counts[-1])[0]  # the last run's cache, read back
+    print(f"\n{args.rows} records, tiny tokenizer, max_length {args.max_length}, {os.cpu_count()} CPU cores; "
+          f"kept {report.kept}, skipped {dict(report.skipped)}")
     first = min(rates)
     for procs, rate in rates.items():
         print(f"num_proc={procs}: {rate:10.0f} samples/s  ({rate / rates[first]:.2f}x num_proc={first})")

@@ -116,12 +116,12 @@ def run_ours(model_dir, tok, ds, profile, meter, out):
 
 def _padded_rows(ds, tok, pad_to: int):
     """Plain-recipe rows: prompt + answer + eos, labels -100 on the prompt and on the padding up to pad_to."""
-    from helpers.batching import as_training_rows
+    from helpers.batching import check_training_rows
 
-    rows, _ = as_training_rows(ds, tok, pad_to)
-    return rows.map(lambda r: {"input_ids": r["input_ids"] + [tok.pad_token_id] * (pad_to - len(r["input_ids"])),
-                               "attention_mask": [1] * len(r["input_ids"]) + [0] * (pad_to - len(r["input_ids"])),
-                               "labels": r["labels"] + [-100] * (pad_to - len(r["labels"]))})
+    check_training_rows(ds, pad_to)
+    return ds.map(lambda r: {"input_ids": r["input_ids"] + [tok.pad_token_id] * (pad_to - len(r["input_ids"])),
+                            "attention_mask": [1] * len(r["input_ids"]) + [0] * (pad_to - len(r["input_ids"])),
+                            "labels": r["labels"] + [-100] * (pad_to - len(r["labels"]))})
 
 
 def run_plain(model_dir, tok, ds, profile, meter, out, pad_to):

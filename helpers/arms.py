@@ -48,7 +48,7 @@ __all__ = [
 ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fields
 # Fields that cannot change a result: left out of the cache key, so editing them re-runs nothing.
 NON_RESULT_FIELDS = ("name", "description", "output_root", "result_note", "logging_steps", "save_steps",
-                     "cpu_threads")
+                     "torch_threads")
 # Fields that change the evaluation but not the adapter: changing them re-evaluates without re-training.
 EVAL_ONLY_FIELDS = ("eval_data", "eval_limit", "exam_data", "exam_dev_data", "exam_limit", "max_new_tokens",
                     "eval_batch_size", "eval_suffix", "exam_max_new_tokens")
@@ -197,14 +197,16 @@ def _stage_done(path: Path) -> bool:
 # ------------------------------------------------------------------------------------------- estimates
 
 ESTIMATE_RULE = (
-    "Rough rule, not a measurement. Time: training = 6 x parameters x tokens per optimizer step (batch x "
+    "Rough rule, not a measurement, for time: training = 6 x parameters x tokens per optimizer step (batch x "
     "accumulation x max_length; 8x with gradient checkpointing) at 25% of the device's peak FLOP/s, plus 0.05 s "
     "per forward pass; generation = one read of the weights per new token at the device's memory bandwidth plus "
-    "1 ms per layer. Memory: nf4 weights at 0.52 byte/parameter (unquantised: the compute dtype), embeddings in "
-    "the compute dtype, LoRA + Adam at 16 bytes/adapter parameter, activations 2 x layers x batch x length x "
-    "hidden x 2 bytes with checkpointing (17x without), logits 10 bytes per token per vocabulary entry (pieces a "
-    "vocab_expansion adds included; with pretrain_steps their embedding and output rows train at 16 bytes per "
-    "value, and each pre-training step costs a training step), 0.5 GiB CUDA context. Counts come from the limits "
+    "1 ms per layer; each of a vocab_expansion's pretrain_steps costs a training step. Memory is the memory "
+    "planner's peak (helpers.memory.plan_for_profile, from the base's config, its vocabulary grown by a "
+    "vocab_expansion's pieces, and the profile's settings): nf4 or 16-bit weights with peft's fp32 embeddings and "
+    "head, the adapter (as LoRA of the profile's rank) with its gradients and optimizer states, the activations saved "
+    "for backward (with or without gradient checkpointing), the output layer and loss, short-lived buffers, allocator "
+    "slack and the CUDA context; within 7% of peaks measured on an H100 (benchmarks/RESULTS_h100.md). Counts come "
+    "from the limits "
     "(or the local files); blank (nan) where neither says."
 )
 # Peak dense fp16/bf16 FLOP/s and memory bandwidth (bytes/s) of common cards; longer names are matched first.
@@ -225,7 +227,6 @@ def _sizes(source: str, trust_remote_code: bool) -> dict:
     linear = [m for name, m in model.named_modules()
               if isinstance(m, torch.nn.Linear) and not name.endswith("lm_head")]
     return {"total": sum(p.numel() for p in model.parameters()), "linear": sum(m.weight.numel() for m in linear),
-            "lora_per_rank": sum(m.in_features + m.out_features for m in linear),
             "layers": config.num_hidden_layers, "hidden": config.hidden_size, "vocab": config.vocab_size}
 
 
@@ -260,18 +261,28 @@ def _weight_bytes(profile, size: dict) -> float:
     return size["linear"] * per_linear + (size["total"] - size["linear"]) * _dtype_bytes(profile)
 
 
-def estimate_memory(profile) -> float | None:
-    """Rough peak training memory (GiB) of the profile; the single place a memory planner plugs in."""
-    size = model_size(profile)
-    if size is None:
+def _expanded_config(profile):
+    """The base's config with room for a vocab_expansion's new pieces (None: plan from the base's id as it is)."""
+    rows = _new_vocab_rows(profile)
+    if not rows:
         return None
-    tokens = profile.batch_size * profile.max_length
-    activations = size["layers"] * tokens * size["hidden"] * 2 * (2 if profile.gradient_checkpointing else 17)
-    new_rows = _new_vocab_rows(profile)
-    total = (_weight_bytes(profile, size) + size["lora_per_rank"] * profile.lora_r * 16 + activations
-             + tokens * (size["vocab"] + new_rows) * 10
-             + (new_rows * size["hidden"] * 2 * 16 if profile.pretrain_steps else 0))  # new rows trained, with Adam
-    return total / 2**30 + 0.5
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_model_source(profile.base_model),
+                                        trust_remote_code=profile.trust_remote_code)
+    config.vocab_size += rows
+    return config
+
+
+def estimate_memory(profile) -> float | None:
+    """Predicted peak training memory (GiB) of the profile: helpers.memory.plan_for_profile, from the base's config."""
+    from .memory import plan_for_profile
+
+    try:
+        return plan_for_profile(profile, config=_expanded_config(profile)).total_gib
+    except (OSError, ValueError, AttributeError) as err:  # offline, gated, or a config the planner cannot read
+        print(f"no memory estimate for {profile.base_model}: {type(err).__name__}: {str(err).splitlines()[0]}")
+        return None
 
 
 def _new_vocab_rows(profile) -> int:

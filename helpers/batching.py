@@ -1,8 +1,9 @@
 """Training rows and batches: tokenised rows (datasets.map, cached), length-grouped batches, padding share."""
 from __future__ import annotations
 
-import hashlib
+import inspect
 import os
+from pathlib import Path
 
 import torch
 from torch.utils.data import Sampler
@@ -11,9 +12,7 @@ from .paths import cache_dir
 
 __all__ = [
     "MAP_PARALLEL_FROM",
-    "encode_prompt_completion",
     "tokenize_rows",
-    "as_training_rows",
     "check_training_rows",
     "length_grouped_order",
     "LengthGroupedBatches",
@@ -25,50 +24,34 @@ MAP_PARALLEL_FROM = 20_000
 _MEGABATCH_GROUPS = 50  # groups sorted together: more means less padding and less randomness in batch makeup
 
 
-def encode_prompt_completion(batch: dict, tokenizer, max_length: int) -> dict:
-    """Token ids and labels for prompt/completion rows, as TRL builds them: labels -100 on the prompt, eos
-    appended to the answer, both cut to max_length (the over-length policy ran in build_sft_dataset)."""
-    eos = tokenizer.eos_token
-    full_texts = [p + c + ("" if c.endswith(eos) else eos) for p, c in zip(batch["prompt"], batch["completion"])]
-    prompts = tokenizer(batch["prompt"])["input_ids"]
-    rows = {"input_ids": [], "labels": []}
-    for prompt, full in zip(prompts, tokenizer(full_texts)["input_ids"]):
-        n = next((i for i, (a, b) in enumerate(zip(prompt, full)) if a != b), min(len(prompt), len(full)))
-        rows["input_ids"].append(full[:max_length])
-        rows["labels"].append(([-100] * n + full[n:])[:max_length])
-    return rows
-
-
-def _cache_file(dataset, encode, fn_kwargs: dict) -> str:
+def _cache_key(dataset, encode, fn_kwargs: dict) -> str:
+    """The rows, the encoder (by name and the source of its module, so an edited encoder is not read back from an
+    old cache) and its arguments (the tokenizer with its chat template, the template, max_length, the policy)."""
     from datasets.fingerprint import Hasher
 
-    key = Hasher.hash([dataset._fingerprint, encode.__module__, encode.__qualname__, fn_kwargs])
-    return str(cache_dir("tokenized") / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.arrow")
+    source = Path(inspect.getfile(encode)).read_bytes()
+    return Hasher.hash([dataset._fingerprint, encode.__module__, encode.__qualname__, source, fn_kwargs])
 
 
 def tokenize_rows(dataset, encode, fn_kwargs: dict, *, num_proc: int | None = None, cache: bool = True):
-    """Run a batched `encode(batch, **fn_kwargs) -> {"input_ids", "labels"}` over a datasets.Dataset with
-    datasets.map: `num_proc` worker processes (default: all cores from MAP_PARALLEL_FROM rows on), and the result
-    cached on disk, so a re-run with the same rows, tokenizer and settings reads it back instead."""
+    """Run a batched `encode(batch, **fn_kwargs) -> {"input_ids", "labels", ...}` over a datasets.Dataset with
+    datasets.map: `num_proc` worker processes (default: all cores from MAP_PARALLEL_FROM rows on; 1 or fewer: this
+    process), and the result cached on disk, so a re-run with the same rows, encoder, tokenizer and settings reads it
+    back instead (whatever num_proc wrote it)."""
     if num_proc is None:
         num_proc = min(os.cpu_count() or 1, 8) if len(dataset) >= MAP_PARALLEL_FROM else None
+    num_proc = num_proc if num_proc and num_proc > 1 else None  # datasets runs num_proc=1 in a worker process
+    key = _cache_key(dataset, encode, fn_kwargs)
     return dataset.map(encode, fn_kwargs=fn_kwargs, batched=True, batch_size=1000, num_proc=num_proc,
-                       remove_columns=dataset.column_names, desc="Tokenizing",
-                       cache_file_name=_cache_file(dataset, encode, fn_kwargs) if cache else None)
-
-
-def as_training_rows(dataset, tokenizer, max_length: int, *, num_proc: int | None = None):
-    """(rows, lengths): the dataset as checked tokenised rows (`input_ids`, `labels`); tokenised rows pass through."""
-    if "input_ids" not in dataset.column_names:
-        dataset = tokenize_rows(dataset, encode_prompt_completion,
-                                {"tokenizer": tokenizer, "max_length": max_length}, num_proc=num_proc)
-    return dataset, check_training_rows(dataset, max_length)
+                       remove_columns=dataset.column_names, desc="Tokenizing", new_fingerprint=key,
+                       cache_file_name=str(cache_dir("tokenized") / f"{key}.arrow") if cache else None)
 
 
 def check_training_rows(dataset, max_length: int) -> list[int]:
     """Row lengths, after checking that every row fits max_length and has a supervised token; errors name the row."""
     if "labels" not in dataset.column_names:
-        raise ValueError("training rows need a 'labels' column (-100 where no loss is taken) beside 'input_ids'")
+        raise ValueError("training takes tokenized rows: 'input_ids' and 'labels' (-100 where no loss is taken); "
+                         "build them with helpers.prompts.build_sft_dataset(...)")
     lengths = []
     for i, (ids, labels) in enumerate(zip(dataset["input_ids"], dataset["labels"])):
         if len(ids) > max_length or len(ids) != len(labels):

@@ -1,6 +1,7 @@
 """The machine a notebook runs on: GPU and memory, library versions, what training used, and how progress shows."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -8,7 +9,6 @@ import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
-from transformers import TrainerCallback
 
 from .console import tqdm
 
@@ -60,7 +60,7 @@ def environment_info() -> dict:
     else:
         info |= {"device": "cpu", "gpu": None, "gpu_count": 0, "gpu_memory_mb": None, "cuda": torch.version.cuda,
                  "bf16": False}
-    return info | {"cpu_cores": os.cpu_count(), "ram_mb": _total_ram_mb()}
+    return info | {"cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "ram_mb": _total_ram_mb()}
 
 
 def describe_environment(info: dict) -> str:
@@ -73,7 +73,8 @@ def describe_environment(info: dict) -> str:
         device = "GPU: none visible, running on the CPU"
     libraries = " · ".join(f"{lib} {info[lib] or 'not installed'}" for lib in LIBRARIES)
     ram = f", {info['ram_mb'] / 1024:.1f} GiB RAM" if info["ram_mb"] else ""
-    return f"{device}\n{libraries}\nPython {info['python']}, {info['cpu_cores']} CPU cores{ram}"
+    cores = f"{info['cpu_cores']} CPU cores (torch uses {info['torch_threads']})"
+    return f"{device}\n{libraries}\nPython {info['python']}, {cores}{ram}"
 
 
 def _no_gpu_message(profile) -> str:
@@ -84,8 +85,11 @@ def _no_gpu_message(profile) -> str:
 
 
 def check_environment(profile) -> dict:
-    """The environment cell: print machine and versions, warn if the profile expects a GPU and none is present,
-    and set up progress display (use_plain_progress); returns environment_info()."""
+    """The environment cell: set torch's CPU threads (profile.torch_threads), print machine and versions, warn if
+    the profile expects a GPU and none is present, and set up progress display (use_plain_progress); returns
+    environment_info()."""
+    if getattr(profile, "torch_threads", 0):
+        torch.set_num_threads(profile.torch_threads)
     info = environment_info()
     print(describe_environment(info))
     if getattr(profile, "expects_gpu", False) and info["device"] != "cuda":
@@ -131,28 +135,42 @@ def describe_footprint(result, footprint: dict) -> str:
             f"{f['memory_after_mb']:,.0f} MB after (+{f['memory_for_training_mb']:,.0f} MB){share}")
 
 
-class TrainingProgress(TrainerCallback):
-    """One training bar with the latest loss beside it; the loss curve itself is the plot drawn after training."""
+@functools.cache
+def _training_progress() -> type:
+    """The TrainingProgress class, made on first use (use_plain_progress): TrainerCallback's import pulls in peft
+    and bitsandbytes, seconds that importing this module should not cost."""
+    from transformers import TrainerCallback
 
-    def __init__(self):
-        self.bar = None
+    class TrainingProgress(TrainerCallback):
+        """One training bar with the latest loss beside it; the loss curve is the plot drawn after training."""
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:  # a resumed run starts the bar where its checkpoint left off
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.update(state.global_step - self.bar.n)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.bar is not None and "loss" in (logs or {}):
-            self.bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)  # shown at the next refresh
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.bar is not None:
-            self.bar.close()
+        def __init__(self):
             self.bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:  # a resumed run starts the bar where its checkpoint left off
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and "loss" in (logs or {}):
+                self.bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)  # shown at the next refresh
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return TrainingProgress
+
+
+def __getattr__(name: str):
+    if name == "TrainingProgress":  # `from helpers.environment import TrainingProgress` still works
+        return _training_progress()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _through_console(factory, args, kwargs):
@@ -171,7 +189,7 @@ def use_plain_progress() -> None:
 
     # transformers picks its progress display from this module-level default at each Trainer's creation; in a
     # notebook that default draws a table of every logged loss, which the loss figure repeats.
-    transformers.trainer.DEFAULT_PROGRESS_CALLBACK = TrainingProgress
+    transformers.trainer.DEFAULT_PROGRESS_CALLBACK = _training_progress()
     hf_logging.set_tqdm_hook(_through_console)  # the documented hook: widget when live, text when headless
     if headless():
         import datasets

@@ -20,10 +20,10 @@ __all__ = ["load_base", "load_benchmarks", "tune", "answer_prompt_sets", "attach
 
 def load_base(profile):
     """(model, tokenizer) for the profile's base, 4-bit unless the profile says otherwise."""
-    if profile.cpu_threads:
+    if profile.torch_threads:  # also set by check_environment; here too for scripts and tests that skip that cell
         import torch
 
-        torch.set_num_threads(profile.cpu_threads)  # process-wide: every later forward pass uses it
+        torch.set_num_threads(profile.torch_threads)  # process-wide: every later forward pass uses it
     source = resolve_model_source(profile.base_model)
     tokenizer = load_tokenizer(source, trust_remote_code=profile.trust_remote_code)
     model = load_model(source, quantization=profile.quantization, compute_dtype=profile.compute_dtype,

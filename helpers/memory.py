@@ -74,8 +74,9 @@ class MemoryPlan:
 
     def table(self) -> str:
         """The breakdown as aligned text lines."""
-        lines = [f"  {k:34s} {v:7.2f} GiB" for k, v in self.breakdown.items()]
-        return "\n".join(lines + [f"  {'total':34s} {self.total_gib:7.2f} GiB", self.verdict])
+        width = max(map(len, self.breakdown))
+        lines = [f"  {k:{width}s} {v:7.2f} GiB" for k, v in self.breakdown.items()]
+        return "\n".join(lines + [f"  {'total':{width}s} {self.total_gib:7.2f} GiB", self.verdict])
 
 
 def _load_config(model):

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PreTrainedModel
+
+if TYPE_CHECKING:  # transformers is imported where a model or tokenizer loads: it costs seconds at import
+    from transformers import BitsAndBytesConfig, PreTrainedModel
 
 __all__ = [
     "REMOTE_CODE_FAMILIES",
@@ -55,6 +58,8 @@ def quantization_config(quantization: str, compute_dtype: torch.dtype) -> BitsAn
         return None
     if quantization != "nf4":
         raise ValueError(f"unknown quantization {quantization!r}; valid: nf4, none")
+    from transformers import BitsAndBytesConfig
+
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -74,6 +79,8 @@ def _check_remote_code(name: str, trust_remote_code: bool) -> None:
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     """Load a tokenizer with a pad token set (left padding, for batched generation)."""
+    from transformers import AutoTokenizer
+
     _check_remote_code(name_or_path, trust_remote_code)
     tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
@@ -90,6 +97,8 @@ def load_model(
     trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """Load a causal LM from the hub or a directory, in 4-bit nf4 unless quantization='none'."""
+    from transformers import AutoModelForCausalLM
+
     _check_remote_code(name_or_path, trust_remote_code)
     dtype = pick_dtype(compute_dtype)
     # One GPU per process under torchrun / accelerate launch (LOCAL_RANK); the only GPU otherwise.

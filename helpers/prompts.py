@@ -253,30 +253,51 @@ def _fit(ids: list, labels: list, max_length: int, policy: str) -> tuple[list, l
     return ids, labels, None
 
 
+def _encode_records(batch: dict, tokenizer, template: str, max_length: int, overlong: str) -> dict:
+    """datasets.map encoder: records (JSON texts) -> input_ids and labels after the over-length policy, the reason
+    each record is skipped ("" when kept) and its token count before it was cut, so the report counts stay exact."""
+    examples = [json.loads(record) for record in batch["record"]]
+    texts, spans = zip(*(_training_text(ex, tokenizer, template) for ex in examples))
+    rows = {"input_ids": [], "labels": [], "skip": [], "n_tokens": []}
+    for ids, labels in _tokenize(list(texts), list(spans), tokenizer):
+        rows["n_tokens"].append(len(ids))
+        ids, labels, reason = _fit(ids, labels, max_length, overlong)
+        rows["input_ids"].append(ids)
+        rows["labels"].append(labels)
+        rows["skip"].append(reason or "")
+    return rows
+
+
 def build_sft_dataset(examples: list[dict], tokenizer, *, template: str = "auto", max_length: int = 512,
-                      overlong: str = "truncate", report=None):
+                      overlong: str = "truncate", report=None, num_proc: int | None = None):
     """A tokenized `datasets.Dataset` (input_ids, labels = -100 off the answers) for TRL, cut to max_length;
-    examples over it are truncated or skipped (`overlong`), and every skip is counted in `report`."""
+    examples over it are truncated or skipped (`overlong`), and every skip is counted in `report`. Tokenised with
+    datasets.map (batching.tokenize_rows: worker processes on large data, cached on disk for a re-run)."""
     from datasets import Dataset
+
+    from .batching import tokenize_rows
 
     if overlong not in ("truncate", "skip"):
         raise ValueError(f"unknown over-length policy {overlong!r}; valid: truncate, skip")
     template = resolve_template(tokenizer, template)
     if template == "raw":
         raise ValueError("prompt_template='raw' has no answer slot to train on; use auto, chat, alpaca_en or alpaca_zh")
-    texts, spans = zip(*(_training_text(ex, tokenizer, template) for ex in examples)) if examples else ((), ())
-    rows = {"input_ids": [], "labels": []}
-    for example, (ids, labels) in zip(examples, _tokenize(list(texts), list(spans), tokenizer)):
-        n_tokens = len(ids)
-        ids, labels, reason = _fit(ids, labels, max_length, overlong)
-        if reason:
-            if report is not None:
-                report.drop(example, reason, f"{n_tokens} tokens")
-            continue
-        if n_tokens > max_length and report is not None:
-            report.note(f"answer truncated to max_length={max_length}")
-        rows["input_ids"].append(ids)
-        rows["labels"].append(labels)
-    if not rows["input_ids"]:
-        raise ValueError(f"no example fits max_length={max_length} tokens; raise max_length or shorten the data")
-    return Dataset.from_dict(rows)
+    no_fit = f"no example fits max_length={max_length} tokens; raise max_length or shorten the data"
+    if not examples:
+        raise ValueError(no_fit)
+    # One JSON text per record: Arrow would merge the records' differing tool schemas into one struct type.
+    records = Dataset.from_dict({"record": [json.dumps(ex, ensure_ascii=False) for ex in examples]})
+    rows = tokenize_rows(records, _encode_records, {"tokenizer": tokenizer, "template": template,
+                                                    "max_length": max_length, "overlong": overlong}, num_proc=num_proc)
+    kept = []
+    for i, (example, reason, n_tokens) in enumerate(zip(examples, rows["skip"], rows["n_tokens"])):
+        if not reason:
+            kept.append(i)
+            if n_tokens > max_length and report is not None:
+                report.note(f"answer truncated to max_length={max_length}")
+        elif report is not None:
+            report.drop(example, reason, f"{n_tokens} tokens")
+    if not kept:
+        raise ValueError(no_fit)
+    rows = rows.remove_columns(["skip", "n_tokens"])
+    return rows if len(kept) == len(rows) else rows.select(kept)

@@ -14,8 +14,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from transformers import BloomConfig, LlamaConfig, Qwen2Config
-
 from .paths import cache_dir, project_path
 
 __all__ = [
@@ -43,11 +41,14 @@ _INIT_RANGE = 0.2
 CORPUS_DIR = "data_samples/corpus"  # plain-text corpora written for the project (see its README.md)
 
 
-def _decoder_config(config_class):
+def _decoder_config(config_name: str):
     """A tiny config for Llama-style decoders (Llama and Qwen2 take the same arguments)."""
 
     def make(vocab: int, ids: dict):
+        import transformers  # on use: importing the config classes costs a second
+
         s = _SIZES
+        config_class = getattr(transformers, config_name)
         return config_class(vocab_size=vocab, hidden_size=s["hidden"], intermediate_size=s["intermediate"],
                             num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
                             num_key_value_heads=s["kv_heads"], max_position_embeddings=1024,
@@ -57,12 +58,14 @@ def _decoder_config(config_class):
 
 
 def _bloom_config(vocab: int, ids: dict):
+    from transformers import BloomConfig
+
     s = _SIZES
     return BloomConfig(vocab_size=vocab, hidden_size=s["hidden"], n_layer=s["layers"], n_head=s["heads"],
                        initializer_range=_INIT_RANGE, **ids)
 
 
-TINY_ARCHS = {"llama": _decoder_config(LlamaConfig), "qwen2": _decoder_config(Qwen2Config), "bloom": _bloom_config}
+TINY_ARCHS = {"llama": _decoder_config("LlamaConfig"), "qwen2": _decoder_config("Qwen2Config"), "bloom": _bloom_config}
 
 
 def _corpus() -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -13,15 +14,15 @@ import time
 from array import array
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import TrainerCallback, set_seed
-from trl import SFTConfig, SFTTrainer
 
-from .batching import LengthGroupedBatches, as_training_rows
+from .batching import LengthGroupedBatches, check_training_rows
 from .models import count_parameters, pick_dtype
-from .peft_methods import (build_peft_config, is_adapted, optimizer_steps, prepare_for_training, training_callbacks,
-                           training_loss)
+
+if TYPE_CHECKING:  # trl, transformers' trainer and peft are imported when training starts: seconds at import
+    from trl import SFTConfig
 
 __all__ = [
     "TrainResult",
@@ -88,38 +89,46 @@ class TrainResult:
         return d
 
 
-class _CheckpointMarker(TrainerCallback):
-    """Marks a checkpoint complete after the Trainer wrote all of it (its own save is not atomic)."""
+@functools.cache
+def _run_guards() -> tuple[type, type]:
+    """The callbacks every run gets, made on first use: TrainerCallback's import pulls in peft and bitsandbytes."""
+    from transformers import TrainerCallback
 
-    def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:  # process 0 writes the checkpoint, so it alone marks it
-            return
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        tmp = ckpt / f".{COMPLETE_MARKER}.tmp"
-        with open(tmp, "w") as f:
-            f.write(str(state.global_step))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, ckpt / COMPLETE_MARKER)
+    class CheckpointMarker(TrainerCallback):
+        """Marks a checkpoint complete after the Trainer wrote all of it (its own save is not atomic)."""
 
+        def on_save(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:  # process 0 writes the checkpoint, so it alone marks it
+                return
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            tmp = ckpt / f".{COMPLETE_MARKER}.tmp"
+            with open(tmp, "w") as f:
+                f.write(str(state.global_step))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, ckpt / COMPLETE_MARKER)
 
-class _NonFiniteLossGuard(TrainerCallback):
-    """Stops at the first logged NaN/inf loss, naming the step, learning rate and last good checkpoint."""
+    class NonFiniteLossGuard(TrainerCallback):
+        """Stops at the first logged NaN/inf loss, naming the step, learning rate and last good checkpoint."""
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            last = latest_checkpoint(args.output_dir)
-            raise NonFiniteLossError(
-                f"loss became {loss} at step {state.global_step} (learning rate {logs.get('learning_rate')}); "
-                f"training stopped. Last good checkpoint: {last or 'none'}. Try a lower learning_rate, "
-                "compute_dtype='bfloat16' or 'float32' instead of float16, or check the data for empty answers."
-            )
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                last = latest_checkpoint(args.output_dir)
+                raise NonFiniteLossError(
+                    f"loss became {loss} at step {state.global_step} (learning rate {logs.get('learning_rate')}); "
+                    f"training stopped. Last good checkpoint: {last or 'none'}. Try a lower learning_rate, "
+                    "compute_dtype='bfloat16' or 'float32' instead of float16, or check the data for empty "
+                    "answers.")
+
+    return CheckpointMarker, NonFiniteLossGuard
 
 
 def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, grad_accum: int,
                padding_free: bool = False) -> SFTConfig:
     """TRL settings from a profile: precision from the device, response-only loss, no NaN filtering."""
+    from trl import SFTConfig
+
     dtype = pick_dtype(profile.compute_dtype)
     on_gpu = torch.cuda.is_available()
     return SFTConfig(
@@ -283,20 +292,24 @@ def _restore_finished(trainer, checkpoint: Path) -> None:
 
 
 def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_accum, resume, callbacks):
+    from trl import SFTTrainer
+
+    from .peft_methods import training_loss
+
+    # Rows come tokenised (build_sft_dataset) and are checked here, so TRL neither re-truncates nor drops any of them.
+    lengths = check_training_rows(dataset, profile.max_length)
     ckpt_dir = out / "checkpoints"
     if os.environ.get("RANK", "0") == "0":  # one process tidies the folder under torchrun / accelerate launch
         _match_or_set_aside(ckpt_dir, _run_signature(profile, dataset, batch_size, grad_accum))
         set_aside_incomplete(ckpt_dir)
     resume_from = latest_checkpoint(ckpt_dir) if resume else None
-    # Rows are tokenised and checked here, so TRL neither re-truncates nor silently drops any of them.
-    rows, lengths = as_training_rows(dataset, tokenizer, profile.max_length)
     padding_free = use_padding_free(profile, model)
     trainer = SFTTrainer(
         model=model,
         args=sft_config(profile, ckpt_dir, batch_size=batch_size, grad_accum=grad_accum, padding_free=padding_free),
-        train_dataset=rows,
+        train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[_CheckpointMarker(), _NonFiniteLossGuard(), *callbacks],
+        callbacks=[guard() for guard in _run_guards()] + list(callbacks),
         compute_loss_func=training_loss(model, grad_accum),  # None (TRL's loss) except for AdaLoRA
     )
     if profile.group_by_length and not padding_free:  # padding-free batches have no padding to save
@@ -323,6 +336,10 @@ def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLik
                 resume: bool = True, callbacks=()) -> TrainResult:
     """Fine-tune with an adapter (profile.peft_method unless peft_config is given), resuming from the latest
     complete checkpoint in output_dir."""
+    from transformers import set_seed
+
+    from .peft_methods import build_peft_config, is_adapted, optimizer_steps, prepare_for_training, training_callbacks
+
     out = Path(output_dir)
     profile = fit_activation_memory(profile, model)
     set_seed(profile.seed)  # before the adapter is created: its initial weights come from this RNG

@@ -27,12 +27,13 @@ def run_notebook(notebook: Path, profile: str, runs: Path, parameters: dict | No
     return results, time.perf_counter() - start
 
 
-def write_summary(runs: Path, rows: list[str], profile: str) -> Path:
-    """runs/<profile>/summary.md: one line per notebook."""
+def write_summary(runs: Path, rows: list[str], profile: str, total_s: float) -> Path:
+    """runs/<profile>/summary.md: one line per notebook with its wall time, then the total."""
     header = [f"# Cookbook run, profile `{profile}`", "",
               "| notebook | measured | numbers | profile | time |", "|---|---|---|---|---|"]
+    total = f"| **total** ({len(rows)} notebooks) | | | | {total_s:.0f} s ({total_s / 60:.1f} min) |"
     path = runs / "summary.md"
-    path.write_text("\n".join(header + rows) + "\n", encoding="utf-8")
+    path.write_text("\n".join(header + rows + [total]) + "\n", encoding="utf-8")
     return path
 
 
@@ -46,19 +47,23 @@ def main(argv=None) -> int:
     runs = ROOT / "runs" / args.profile
     runs.mkdir(parents=True, exist_ok=True)
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    rows, failed = [], []
+    rows, failed, total = [], [], 0.0
     for nb in notebooks:
         if args.only and nb.stem not in args.only:
             continue
         print(f"== {nb.stem} ({args.profile})", flush=True)
+        start = time.perf_counter()
         try:
             results, seconds = run_notebook(nb, args.profile, runs)
             rows.append(summary_line(read_results(results), seconds))
         except Exception as err:  # keep going: one broken notebook should not hide the others' results
+            seconds = time.perf_counter() - start
             failed.append(nb.stem)
             rows.append(f"| {nb.stem} | FAILED: {type(err).__name__} | see runs/{args.profile}/{nb.name} | "
-                        f"{args.profile} | - |")
-    summary = write_summary(runs, rows, args.profile)
+                        f"{args.profile} | {seconds:.0f} s |")
+        total += seconds
+        print(f"== {nb.stem}: {seconds:.0f} s (so far {total:.0f} s)", flush=True)
+    summary = write_summary(runs, rows, args.profile, total)
     print(f"\n{summary.read_text(encoding='utf-8')}\n(written to {summary})")
     if failed:
         print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)

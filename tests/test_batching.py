@@ -1,4 +1,5 @@
-"""Training rows and batches: TRL-identical tokenisation, length-grouped batches, padding-free equivalence."""
+"""Training rows and batches: tokenised through datasets.map exactly as record by record and cached, length-grouped
+batches, padding-free equivalence."""
 from __future__ import annotations
 
 import json
@@ -10,12 +11,12 @@ import pytest
 import torch
 from datasets import Dataset
 
-from helpers.batching import (as_training_rows, check_training_rows, encode_prompt_completion, length_grouped_order,
-                              padding_share, tokenize_rows)
-from helpers.data import load_training_data
+from helpers.batching import check_training_rows, length_grouped_order, padding_share
+from helpers import batching, prompts
+from helpers.data import DataReport, load_training_data
 from helpers.models import load_model, load_tokenizer
 from helpers.profiles import get_profile
-from helpers.prompts import build_sft_dataset, format_prompt
+from helpers.prompts import build_sft_dataset
 from helpers.train import train_model, use_padding_free
 
 WORKER = Path(__file__).with_name("train_worker.py")
@@ -28,8 +29,7 @@ def tok(tiny_dir):
 
 def _lengths(tok, max_length):
     examples, _ = load_training_data("data_samples/instructions_zh.json")
-    ds = build_sft_dataset(examples, tok, max_length=max_length)
-    return as_training_rows(ds, tok, max_length)[1]
+    return check_training_rows(build_sft_dataset(examples, tok, max_length=max_length), max_length)
 
 
 def test_grouped_order_is_a_seeded_permutation():
@@ -52,33 +52,43 @@ def test_grouped_batches_pad_under_5_percent_on_every_profile(tok, name):
     assert padding_share(lengths, random_order, p.batch_size) > 0.10
 
 
-def _prompt_completion(examples, tok) -> Dataset:
-    return Dataset.from_dict({"prompt": [format_prompt(ex, tok) for ex in examples],
-                              "completion": [ex["messages"][-1]["content"] for ex in examples]})
+def _record_by_record(examples, tok, max_length, overlong):
+    """The reference: each record rendered, tokenised and fitted on its own; (ids, labels) or the skip reason."""
+    rows = []
+    for example in examples:
+        text, spans = prompts._training_text(example, tok, "chat")
+        [(ids, labels)] = prompts._tokenize([text], [spans], tok)
+        ids, labels, reason = prompts._fit(ids, labels, max_length, overlong)
+        rows.append(reason or (ids, labels))
+    return rows
 
 
-def test_prompt_completion_rows_match_trl(tok, smoke_examples, tmp_path, tiny_dir):
-    """Our datasets.map tokenisation gives exactly the ids and labels TRL's own preparation gives."""
-    from trl import SFTConfig, SFTTrainer
-
-    ds = _prompt_completion(smoke_examples[:12], tok)
-    ours, _ = as_training_rows(ds, tok, 64)
-    model = load_model(str(tiny_dir("qwen2")), quantization="none", compute_dtype="float32")
-    args = SFTConfig(output_dir=str(tmp_path), max_length=64, completion_only_loss=True, bf16=False,
-                     report_to="none")
-    theirs = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok).train_dataset
-    assert ours["input_ids"] == theirs["input_ids"] and ours["labels"] == theirs["labels"]
+def _report(examples):
+    return DataReport(path="mem", read=len(examples), kept=len(examples))
 
 
-def test_tokenize_rows_is_cached_and_same_with_two_processes(tok, smoke_examples):
-    ds = _prompt_completion(smoke_examples, tok)
-    kwargs = {"tokenizer": tok, "max_length": 128}
-    one = tokenize_rows(ds, encode_prompt_completion, kwargs, num_proc=1)
-    assert one.cache_files  # written to disk, so a re-run reads it back
-    again = tokenize_rows(ds, encode_prompt_completion, kwargs, num_proc=1)
-    assert again.cache_files[0]["filename"] == one.cache_files[0]["filename"]
-    two = tokenize_rows(ds, encode_prompt_completion, kwargs, num_proc=2, cache=False)
-    assert two["input_ids"] == one["input_ids"] and two["labels"] == one["labels"]
+@pytest.mark.parametrize("overlong", ["truncate", "skip"])
+def test_map_path_equals_record_by_record_and_reads_its_cache(tok, monkeypatch, tmp_path, overlong):
+    """build_sft_dataset through datasets.map (2 worker processes, then 1) gives the rows and the skip counts of a
+    record-by-record loop; a second call reads the rows back from the cache without tokenising again."""
+    examples, _ = load_training_data("data_samples/instructions_zh.json")
+    expected = _record_by_record(examples, tok, 96, overlong)
+    kept, reasons = [r for r in expected if isinstance(r, tuple)], [r for r in expected if isinstance(r, str)]
+    assert kept and reasons, "the sample data has records both under and over 96 tokens"
+    for num_proc in (2, None):  # each into its own cache folder, so each tokenises
+        # Not through ZH_COOKBOOK_CACHE: datasets.map with num_proc swaps os.environ for a copy, which would keep
+        # the test's setting past monkeypatch's undo.
+        folder = tmp_path / str(num_proc)
+        folder.mkdir()
+        monkeypatch.setattr(batching, "cache_dir", lambda name, folder=folder: folder)
+        report = _report(examples)
+        ds = build_sft_dataset(examples, tok, max_length=96, overlong=overlong, report=report, num_proc=num_proc)
+        assert list(zip(ds["input_ids"], ds["labels"])) == kept
+        assert sum(report.skipped.values()) == len(reasons) and report.kept == len(kept)
+    monkeypatch.setattr(prompts, "_tokenize", lambda *a: pytest.fail("tokenised again instead of reading the cache"))
+    again = build_sft_dataset(examples, tok, max_length=96, overlong=overlong, report=(cached := _report(examples)))
+    assert again.cache_files[0]["filename"] == ds.cache_files[0]["filename"]
+    assert again["input_ids"] == ds["input_ids"] and cached.skipped == report.skipped and cached.notes == report.notes
 
 
 def test_bad_tokenized_rows_are_named():
@@ -88,6 +98,8 @@ def test_bad_tokenized_rows_are_named():
     unsupervised = Dataset.from_dict({"input_ids": [[1, 2], [1, 2]], "labels": [[-100, 2], [-100, -100]]})
     with pytest.raises(ValueError, match="row 1 has no supervised"):
         check_training_rows(unsupervised, 3)
+    with pytest.raises(ValueError, match="tokenized rows.*build_sft_dataset"):  # prompt/completion text is not trained
+        check_training_rows(Dataset.from_dict({"prompt": ["问"], "completion": ["答"]}), 3)
 
 
 def _run(tiny_dir, ds, out, **overrides):

@@ -40,6 +40,17 @@ def test_gpu_profile_without_a_gpu_warns_and_smoke_does_not(capsys):
     assert "GPU: none visible" in capsys.readouterr().out
 
 
+def test_the_environment_cell_sets_the_profiles_torch_threads(capsys):
+    before = torch.get_num_threads()
+    try:
+        assert check_environment(get_profile("smoke", torch_threads=1))["torch_threads"] == torch.get_num_threads() == 1
+        assert "(torch uses 1)" in capsys.readouterr().out
+        check_environment(get_profile("smoke", torch_threads=0))  # 0 leaves torch's setting alone
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 @needs_cpu_only
 def test_memory_on_a_cpu_is_the_process_rss_out_of_the_machine_total():
     mem = memory_in_use()
@@ -90,3 +101,19 @@ def test_known_noise_is_silenced_by_message_only(caplog):
         logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: no module")
         logger.warning("something else went wrong")
     assert [r.getMessage() for r in caplog.records] == ["something else went wrong"]
+
+
+def test_importing_the_helpers_loads_no_training_library():
+    """A notebook's import cell stays light (issue 13.8): transformers, trl, peft, bitsandbytes (which compiles
+    kernels at import) and datasets load in the cells that use them, not when the helpers are imported."""
+    import subprocess
+    import sys
+
+    light = ("adapters", "arms", "data", "environment", "experiment", "generation", "memory", "models", "plots",
+             "prompts", "recipe", "results", "train", "tiny")
+    heavy = ("transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate")
+    modules = ", ".join(f"helpers.{m}" for m in light)
+    code = f"import sys\nimport {modules}\nprint(sorted(set({heavy!r}) & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

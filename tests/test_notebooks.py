@@ -88,6 +88,7 @@ def _check_quickstart(m):
     assert ("RSS" in m["memory_kind"]) == (m["gpu"] == "none (CPU)")  # on a CPU the figure says it is RSS
     assert m["reload_matches_tuned"] is True and 0 <= m["merged_matches_adapter_pct"] <= 100
     assert m["merged_max_logprob_diff"] < 0.1  # exact up to fp16 rounding (a wrong merge is off by whole nats)
+    assert m["planned_fits"] is True and 0.67 < m["planned_peak_gib"] < 2  # the planner's verdict: CUDA context + a bit
 
 
 def _check_evaluation(m):

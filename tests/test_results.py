@@ -36,3 +36,4 @@ def test_the_batch_runner_prints_the_summary_table(tmp_path, monkeypatch, capsys
     assert runner.main(["--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     assert "| notebook | measured | numbers | profile | time |" in out and "# Cookbook run, profile `smoke`" in out
+    assert "| **total** (0 notebooks) | | | | 0 s (0.0 min) |" in out
