@@ -69,7 +69,7 @@ def test_resuming_part_way_counts_only_the_new_steps(smoke_examples, tmp_path):
 
 
 def _base_view(model, tok, exam):
-    ids = tok(QUESTIONS[0], return_tensors="pt")
+    ids = tok(QUESTIONS[0], return_tensors="pt").to(model.device)
     with torch.no_grad():
         logits = model(**ids).logits
     return logits, score_mc_loglik(model, tok, exam, progress=False)["pred"].tolist()
@@ -110,8 +110,13 @@ def test_merged_16bit_model_answers_exactly_like_the_adapter(trained, tmp_path):
     assert (merged / "model.safetensors").exists() and not list(merged.glob("*.bin"))
     assert json.loads((merged / "config.json").read_text())["dtype"] == merge_dtype(profile) == "float16"
     check = compare_merged(profile, result.adapter_dir, merged, QUESTIONS, progress=False)
-    assert check["same"].all() and (check["adapter"].str.len() > 0).all()
-    assert (check["max_logprob_diff"] < 0.1).all()  # fp16 rounding only: a wrong merge is off by whole nats
+    assert (check["adapter"].str.len() > 0).all()
+    # 16-bit rounding moves log-probs by a little (a wrong merge moves them by whole nats) and may flip a greedy
+    # pick between two near-tied tokens of the tiny random model; merged in float32 the answers are identical.
+    assert (check["max_logprob_diff"] < 0.1).all()
+    exact = merge_adapter(profile, result.adapter_dir, tmp_path / "merged32", dtype="float32")
+    check32 = compare_merged(profile, result.adapter_dir, exact, QUESTIONS, dtype="float32", progress=False)
+    assert check32["same"].all() and (check32["max_logprob_diff"] < 1e-3).all()
 
 
 def test_merge_dtype_is_the_16_bit_compute_dtype():

@@ -33,7 +33,7 @@ def test_activation_terms_match_saved_tensors(tiny_dir, arch):
     """What autograd saves in one forward pass (CPU, fp32) is what the planner counts, within 5%."""
     model = _prepared(tiny_dir, arch)
     batch, seq = 4, 96
-    ids = torch.randint(10, 2000, (batch, seq), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(10, 2000, (batch, seq), generator=torch.Generator().manual_seed(0)).to(model.device)
     measured = saved_activation_bytes(model, {"input_ids": ids, "labels": ids})
     parts = estimate_memory(str(tiny_dir(arch)), seq_len=seq, batch_size=batch, compute_dtype="float32",
                             lora_r=8, lora_dropout=0.0, fused_loss=False)

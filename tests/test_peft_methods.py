@@ -91,8 +91,11 @@ def test_adalora_needs_the_run_length():
 
 # ---- training through train_model -------------------------------------------------------------------------------
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # where load_model puts the tiny models
+
+
 def _ids(tok) -> torch.Tensor:
-    return tok("请用一句话介绍长城。长城是中国古代的军事防御工程。", return_tensors="pt").input_ids
+    return tok("请用一句话介绍长城。长城是中国古代的军事防御工程。", return_tensors="pt").input_ids.to(DEVICE)
 
 
 def _setup(tiny_dir, examples, arch="qwen2", **overrides):
@@ -115,12 +118,13 @@ def test_every_method_trains_on_smoke_and_reloads(tiny_dir, smoke_examples, tmp_
     reloaded = load_adapter(load_model(str(tiny_dir("qwen2")), compute_dtype="float32"), adapter).eval()
     with torch.no_grad():
         expected = result.model.eval()(input_ids=_ids(tok)).logits
-        torch.testing.assert_close(reloaded(input_ids=_ids(tok)).logits, expected)
+        # 1e-4: a GPU's TF32 matmuls differ between runs in the 5th digit; on a CPU the two agree far closer
+        torch.testing.assert_close(reloaded(input_ids=_ids(tok)).logits, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_prefix_turns_gradient_checkpointing_off_and_says_so(tiny_dir, smoke_examples, tmp_path, capsys):
     profile, tok, model, ds = _setup(tiny_dir, smoke_examples, peft_method="prefix", gradient_checkpointing=True,
-                                     max_steps=-1, epochs=1.5, grad_accum=2)  # 16 examples: 2 steps an epoch
+                                     auto_checkpointing=False, max_steps=-1, epochs=1.5, grad_accum=2)  # 16 examples: 2 steps an epoch
     result = train_model(model, tok, ds, profile, tmp_path)
     assert "Prefix tuning cannot run with gradient checkpointing" in capsys.readouterr().out
     assert not result.model.get_base_model().is_activation_checkpointing
@@ -174,7 +178,10 @@ def test_bottleneck_round_trips_on_a_fresh_base(tiny_dir, smoke_examples, tmp_pa
     with torch.no_grad():
         expected, got = trained(input_ids=ids).logits, reloaded(input_ids=ids).logits
         base = load_model(str(tiny_dir("qwen2")), quantization=quantization, compute_dtype=dtype)(input_ids=ids).logits
-    assert torch.equal(got, expected)
+    if got.device.type == "cpu":
+        assert torch.equal(got, expected)
+    else:  # on a GPU the trained model's logits come out in fp32, the reloaded bf16 model's in bf16
+        torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=5e-2)
     assert not torch.equal(got, base)  # the adapter changes the outputs: the test could fail
 
 
@@ -187,7 +194,7 @@ def test_each_placement_saves_and_loads(tiny_dir, tmp_path, placement):
             p.data.normal_()  # weights unlike a fresh init
     bottleneck.save_bottleneck(model, tmp_path)
     reloaded = bottleneck.load_bottleneck(base(), tmp_path)
-    ids = torch.arange(3, 20)[None]
+    ids = torch.arange(3, 20, device=DEVICE)[None]
     torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
     with pytest.raises(ValueError, match="does not fit this base"):
         bottleneck.load_bottleneck(load_model(str(tiny_dir("qwen2")), quantization="none"), tmp_path)
@@ -235,7 +242,7 @@ def test_bottleneck_trains_under_gradient_checkpointing_on_nf4(tiny_dir, smoke_e
 
 def test_detach_gives_the_base_back(tiny_dir):
     model = load_model(str(tiny_dir("qwen2")), quantization="none")
-    ids = torch.arange(3, 20)[None]
+    ids = torch.arange(3, 20, device=DEVICE)[None]
     with torch.no_grad():
         base = model(input_ids=ids).logits
         bottleneck.attach_bottleneck(model, bottleneck.BottleneckConfig("houlsby"))
