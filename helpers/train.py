@@ -165,11 +165,15 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
     )
 
 
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])  # checkpoint-<global step>
+
+
 def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
     """The newest checkpoint that was completely written, or None."""
     root = Path(checkpoint_dir)
     done = [p for p in root.glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()] if root.exists() else []
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+    return max(done, key=_checkpoint_step, default=None)
 
 
 def _move_aside(checkpoints: list[Path], folder: Path) -> Path | None:
@@ -276,10 +280,6 @@ def _group_by_length(trainer, lengths: list[int], seed: int) -> None:
     args = trainer.args
     group = args.per_device_train_batch_size * args.gradient_accumulation_steps * max(args.world_size, 1)
     trainer._get_train_sampler = lambda train_dataset=None: LengthGroupedBatches(lengths, group, seed)
-
-
-def _checkpoint_step(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("-")[1])  # checkpoint-<global step>
 
 
 def _restore_finished(trainer, checkpoint: Path) -> None:
