@@ -222,21 +222,6 @@ def _match_or_set_aside(ckpt_dir: Path, signature: dict) -> None:
     path.write_text(json.dumps(signature, indent=1))
 
 
-def _guard_supervised(collate):
-    """Wrap a collator so a batch without a single supervised token fails loudly instead of training on nothing."""
-
-    def guarded(examples):
-        batch = collate(examples)
-        if int((batch["labels"] != -100).sum()) == 0:
-            raise ValueError(
-                f"a training batch of {len(examples)} examples has no supervised (answer) token: every label "
-                "is masked. Answers are empty or cut off by max_length; raise max_length or use overlong='skip'."
-            )
-        return batch
-
-    return guarded
-
-
 def _adapters_to_fp32(model) -> None:
     """Undo TRL's bf16 cast of QLoRA adapters: a resumed run reloads them as fp32, so a fresh run must train in
     fp32 too for the two to match. fp32 adapters cost a few MB, and a T4 has no native bf16 anyway."""
@@ -314,7 +299,6 @@ def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_
     )
     if profile.group_by_length and not padding_free:  # padding-free batches have no padding to save
         _group_by_length(trainer, lengths, profile.seed)
-    trainer.data_collator = _guard_supervised(trainer.data_collator)
     _adapters_to_fp32(trainer.model)
     if resume_from and 0 < trainer.args.max_steps <= _checkpoint_step(resume_from):
         _restore_finished(trainer, resume_from)  # already done: train() would still run one more step

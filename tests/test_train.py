@@ -14,8 +14,7 @@ from transformers import TrainerCallback
 from helpers.models import load_model, load_tokenizer
 from helpers.profiles import get_profile
 from helpers.prompts import build_sft_dataset
-from helpers.train import (COMPLETE_MARKER, NonFiniteLossError, OutOfMemoryAdvice, _guard_supervised,
-                           latest_checkpoint, train_model)
+from helpers.train import COMPLETE_MARKER, NonFiniteLossError, OutOfMemoryAdvice, latest_checkpoint, train_model
 
 WORKER = Path(__file__).with_name("train_worker.py")
 
@@ -57,14 +56,6 @@ def test_trl_trains_on_our_labels_as_given(tiny_dir, smoke_examples, tmp_path):
     assert labels[0] == -100 and labels[-1] == tok.eos_token_id  # prompt masked, answer ends with eos
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     assert batch["labels"][0, :len(labels)].tolist() == labels
-
-
-def test_guard_rejects_batch_without_supervised_tokens():
-    guarded = _guard_supervised(lambda ex: {"labels": torch.full((2, 5), -100)})
-    with pytest.raises(ValueError, match="no supervised"):
-        guarded([{}, {}])
-    ok = _guard_supervised(lambda ex: {"labels": torch.tensor([[-100, 3]])})
-    assert ok([{}])["labels"].shape == (1, 2)
 
 
 def test_nan_loss_stops_with_step_lr_and_checkpoint(tiny_dir, smoke_examples, tmp_path):
