@@ -194,11 +194,17 @@ def set_aside_incomplete(checkpoint_dir: str | os.PathLike) -> Path | None:
     return _move_aside(broken, root / "incomplete")
 
 
-# Settings that shape the training trajectory: a checkpoint made under others must not be resumed.
-_TRAJECTORY_FIELDS = ("base_model", "quantization", "compute_dtype", "prompt_template", "max_length", "learning_rate",
-                      "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed",
-                      "peft_method", "num_virtual_tokens", "encoder_hidden_size", "adapter_size", "adalora_init_r",
-                      "adalora_target_r", "adalora_update")
+# Profile fields that do not shape the training trajectory; every other field does, so a checkpoint made under
+# other values is not resumed (a new field counts until it is listed here: a needless re-run, never a mixed one).
+# The data fields are covered by the hash of the tokenized rows, batch_size x grad_accum by the effective batch
+# (an OOM retry trades one for the other), and max_steps / epochs are left out so that a longer run resumes.
+_OFF_TRAJECTORY_FIELDS = (
+    "name", "description", "output_root", "result_note", "expects_gpu", "trust_remote_code", "torch_threads",
+    "train_data", "train_limit", "overlong", "batch_size", "grad_accum", "max_steps", "epochs", "oom_retries",
+    "logging_steps", "save_steps", "gradient_checkpointing", "activation_offloading", "auto_checkpointing",
+    "padding_free", "eval_data", "eval_limit", "exam_data", "exam_dev_data", "exam_limit", "max_new_tokens",
+    "eval_batch_size", "eval_suffix", "exam_max_new_tokens",
+)
 
 
 def _run_signature(profile, dataset, batch_size: int, grad_accum: int) -> dict:
@@ -206,7 +212,8 @@ def _run_signature(profile, dataset, batch_size: int, grad_accum: int) -> dict:
     for ids, labels in zip(dataset["input_ids"], dataset["labels"]):  # the tokenized rows, exactly as trained on
         digest.update(array("q", [len(ids), *ids, *labels]).tobytes())
     data = digest.hexdigest()[:16]
-    return {**{k: getattr(profile, k) for k in _TRAJECTORY_FIELDS},
+    settings = {k: v for k, v in profile.to_dict().items() if k not in _OFF_TRAJECTORY_FIELDS}
+    return {**settings,
             "effective_batch": batch_size * grad_accum, "data": data}
 
 

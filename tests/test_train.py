@@ -151,6 +151,23 @@ def test_kill_during_save_never_leaves_a_corrupt_latest_checkpoint(tmp_path):
     assert list((ckpts / "incomplete").iterdir())  # the half-written one was set aside, not deleted
 
 
+def test_run_signature_covers_every_field_that_shapes_the_adapter():
+    """A checkpoint is resumed only under the same signature: a vocabulary expansion, its pre-training or another
+    batch order must change it; a longer run or another logging interval must not."""
+    from datasets import Dataset
+
+    from helpers.train import _run_signature
+
+    rows = Dataset.from_dict({"input_ids": [[1, 2, 3]], "labels": [[-100, 2, 3]]})
+    base = _run_signature(get_profile("smoke"), rows, 4, 1)
+    for changed in ({"vocab_expansion": "data_samples/corpus/zh_train.txt:200"}, {"pretrain_steps": 10},
+                    {"group_by_length": False}, {"lora_r": 4}):
+        assert _run_signature(get_profile("smoke", **changed), rows, 4, 1) != base, changed
+    for same in ({"max_steps": 60}, {"logging_steps": 2}, {"eval_limit": 5}, {"gradient_checkpointing": True}):
+        assert _run_signature(get_profile("smoke", **same), rows, 4, 1) == base, same
+    assert _run_signature(get_profile("smoke"), rows, 2, 2) == base  # an OOM retry keeps the effective batch
+
+
 def test_checkpoints_of_other_settings_are_not_resumed(tiny_dir, smoke_examples, tmp_path, capsys):
     profile, tok, model, ds = _setup(tiny_dir, smoke_examples, max_steps=4, save_steps=2)
     train_model(model, tok, ds, profile, tmp_path)
