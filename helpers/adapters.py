@@ -52,15 +52,16 @@ def _adapter_config(adapter_dir: str | Path) -> Path:
 
 
 def load_with_adapter(profile, adapter_dir: str | Path):
-    """(model, tokenizer) from a fresh start: the profile's base, loaded as for training, plus the saved adapter."""
-    from peft import PeftModel
+    """(model, tokenizer) from a fresh start: the profile's base loaded as for training (experiment.load_base, so
+    with its vocab_expansion), plus the saved adapter of any method."""
+    from .experiment import load_base
+    from .peft_methods import load_adapter, saved_adapter_config
 
-    _adapter_config(adapter_dir)
-    source = resolve_model_source(profile.base_model)
-    base = load_model(source, quantization=profile.quantization, compute_dtype=profile.compute_dtype,
-                      trust_remote_code=profile.trust_remote_code)
-    tokenizer = load_tokenizer(source, trust_remote_code=profile.trust_remote_code)
-    return PeftModel.from_pretrained(base, str(adapter_dir)), tokenizer
+    if saved_adapter_config(adapter_dir) is None:  # said before a base of several GB loads
+        raise FileNotFoundError(f"{adapter_dir} holds no saved adapter (train_model saves one under "
+                                "<output_dir>/adapter)")
+    model, tokenizer = load_base(profile)
+    return load_adapter(model, adapter_dir), tokenizer
 
 
 def merge_dtype(profile) -> str:

@@ -104,6 +104,18 @@ def test_reloaded_adapter_answers_like_the_trained_model(trained):
     assert chat(reloaded, reloaded_tok, QUESTIONS, max_new_tokens=12, progress=False) == trained_answers
 
 
+def test_reload_takes_an_adapter_of_any_method(smoke_examples, tmp_path):
+    """A bottleneck adapter (no adapter_config.json) reloads like a peft one; a folder without one fails first."""
+    profile = _profile(tmp_path, max_steps=2, save_steps=2, peft_method="SadapterP")
+    result, tok = _train(profile, smoke_examples[:8], tmp_path / "run")
+    reloaded, _ = load_with_adapter(profile, result.adapter_dir)
+    ids = tok(QUESTIONS[0], return_tensors="pt").input_ids.to(reloaded.device)
+    with torch.no_grad():
+        assert torch.equal(reloaded.eval()(input_ids=ids).logits, result.model.eval()(input_ids=ids).logits)
+    with pytest.raises(FileNotFoundError, match="holds no saved adapter"):
+        load_with_adapter(profile, tmp_path)
+
+
 def test_merged_16bit_model_answers_exactly_like_the_adapter(trained, tmp_path):
     profile, result, _ = trained
     merged = merge_adapter(profile, result.adapter_dir, tmp_path / "merged")
