@@ -64,6 +64,11 @@ def load_with_adapter(profile, adapter_dir: str | Path):
     return load_adapter(model, adapter_dir), tokenizer
 
 
+def _load_unquantized(profile, path: str, dtype: str):
+    """A full-precision copy of the base (or of a merged model) in `dtype`, with the profile's remote-code choice."""
+    return load_model(path, quantization="none", compute_dtype=dtype, trust_remote_code=profile.trust_remote_code)
+
+
 def merge_dtype(profile) -> str:
     """The 16-bit dtype to merge into: the profile's compute dtype when it is 16-bit (bf16/fp16), else float16."""
     dtype = pick_dtype(profile.compute_dtype)
@@ -76,8 +81,7 @@ def merge_adapter(profile, adapter_dir: str | Path, out_dir: str | Path, *, dtyp
 
     _adapter_config(adapter_dir)
     source = resolve_model_source(profile.base_model)
-    base = load_model(source, quantization="none", compute_dtype=dtype or merge_dtype(profile),
-                      trust_remote_code=profile.trust_remote_code)
+    base = _load_unquantized(profile, source, dtype or merge_dtype(profile))
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     out = Path(out_dir)
     merged.save_pretrained(out, safe_serialization=True)
@@ -112,9 +116,9 @@ def compare_merged(profile, adapter_dir: str | Path, merged_dir: str | Path, ins
     prompts = format_instructions(instructions, tokenizer, profile.prompt_template)
     answers, logprobs = {}, {}
     # One model in memory at a time: the unmerged pair first, then the merged copy from disk.
-    for name, load in (("adapter", lambda: PeftModel.from_pretrained(
-                           load_model(source, quantization="none", compute_dtype=dtype), str(adapter_dir))),
-                       ("merged", lambda: load_model(str(merged_dir), quantization="none", compute_dtype=dtype))):
+    for name, load in (("adapter", lambda: PeftModel.from_pretrained(_load_unquantized(profile, source, dtype),
+                                                                   str(adapter_dir))),
+                       ("merged", lambda: _load_unquantized(profile, str(merged_dir), dtype))):
         model = load()
         answers[name] = chat(model, tokenizer, instructions, **kwargs)
         logprobs[name] = _answer_logprobs(model, tokenizer, [p + a for p, a in zip(prompts, answers["adapter"])])

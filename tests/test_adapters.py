@@ -131,6 +131,21 @@ def test_merged_16bit_model_answers_exactly_like_the_adapter(trained, tmp_path):
     assert check32["same"].all() and (check32["max_logprob_diff"] < 1e-3).all()
 
 
+def test_the_merge_check_loads_the_base_with_the_profiles_remote_code_choice(monkeypatch):
+    from helpers import adapters
+
+    seen = []
+
+    def record(path, **kwargs):
+        seen.append(kwargs["trust_remote_code"])
+        raise RuntimeError("loaded")
+
+    monkeypatch.setattr(adapters, "load_model", record)
+    with pytest.raises(RuntimeError, match="loaded"):
+        compare_merged(get_profile("smoke", trust_remote_code=True), "adapter", "merged", QUESTIONS, progress=False)
+    assert seen == [True]  # as merge_adapter loads it: a family that needs its own code loads the same way
+
+
 def test_merge_dtype_is_the_16_bit_compute_dtype():
     assert merge_dtype(get_profile("smoke", compute_dtype="bfloat16")) == "bfloat16"
     assert merge_dtype(get_profile("smoke")) == "float16"  # fp32 compute on a CPU: merge into fp16
