@@ -28,6 +28,7 @@ __all__ = [
     "TrainResult",
     "NonFiniteLossError",
     "OutOfMemoryAdvice",
+    "precision_args",
     "sft_config",
     "use_padding_free",
     "fit_activation_memory",
@@ -124,12 +125,20 @@ def _run_guards() -> tuple[type, type]:
     return CheckpointMarker, NonFiniteLossGuard
 
 
+def precision_args(profile) -> dict:
+    """Trainer arguments for this device: mixed precision in the profile's compute dtype and paged 8-bit AdamW on a
+    GPU; fp32 and plain AdamW on a CPU. Shared by instruction tuning and continued pre-training (helpers.vocab)."""
+    dtype, on_gpu = pick_dtype(profile.compute_dtype), torch.cuda.is_available()
+    return {"fp16": on_gpu and dtype == torch.float16,  # fp16 trains with dynamic loss scaling (GradScaler)
+            "bf16": on_gpu and dtype == torch.bfloat16,
+            "optim": "paged_adamw_8bit" if on_gpu else "adamw_torch"}  # paged 8-bit states save GPU memory
+
+
 def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, grad_accum: int,
                padding_free: bool = False) -> SFTConfig:
     """TRL settings from a profile: precision from the device, response-only loss, no NaN filtering."""
     from trl import SFTConfig
 
-    dtype = pick_dtype(profile.compute_dtype)
     on_gpu = torch.cuda.is_available()
     return SFTConfig(
         output_dir=str(checkpoint_dir),
@@ -146,11 +155,9 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
         save_total_limit=2,  # keep two, so the previous complete checkpoint survives a kill during a save
         seed=profile.seed,
         data_seed=profile.seed,
-        fp16=on_gpu and dtype == torch.float16,  # fp16 trains with dynamic loss scaling (GradScaler)
-        bf16=on_gpu and dtype == torch.bfloat16,
+        **precision_args(profile),
         gradient_checkpointing=False,  # done by prepare_for_training, before the adapter is attached
         activation_offloading=profile.activation_offloading,
-        optim="paged_adamw_8bit" if on_gpu else "adamw_torch",  # paged 8-bit states save GPU memory
         # Padding-free rows arrive already cut to max_length (TRL refuses padding_free with a max_length to enforce).
         max_length=None if padding_free else profile.max_length,
         padding_free=padding_free,

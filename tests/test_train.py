@@ -180,6 +180,20 @@ def test_checkpoints_of_other_settings_are_not_resumed(tiny_dir, smoke_examples,
     assert train_model(model, tok, ds, profile, tmp_path).resumed_from.endswith("checkpoint-4")  # longer: resumes
 
 
+@pytest.mark.parametrize("name", ["smoke", "colab-t4", "a100"])
+def test_continued_pretraining_trains_in_the_precision_of_tuning(name, tmp_path):
+    from helpers.train import sft_config
+    from helpers.vocab import _training_args
+
+    profile = get_profile(name)
+    tuning = sft_config(profile, tmp_path, batch_size=1, grad_accum=1)
+    pretraining = _training_args(profile, 1, tmp_path)
+    assert (pretraining.fp16, pretraining.bf16, pretraining.optim) == (tuning.fp16, tuning.bf16, tuning.optim)
+    on_gpu = torch.cuda.is_available()
+    assert tuning.optim == ("paged_adamw_8bit" if on_gpu else "adamw_torch")
+    assert tuning.fp16 == (on_gpu and profile.compute_dtype == "float16")  # the T4 profile: fp16 with loss scaling
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fp16_on_gpu_trains_with_loss_scaling(tiny_dir, smoke_examples, tmp_path):
