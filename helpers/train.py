@@ -161,7 +161,9 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
         # Padding-free rows arrive already cut to max_length (TRL refuses padding_free with a max_length to enforce).
         max_length=None if padding_free else profile.max_length,
         padding_free=padding_free,
-        completion_only_loss=True,  # loss on the answer only: prompt tokens are labelled -100
+        # Loss on the answers only: build_sft_dataset's labels are -100 elsewhere, and TRL trains on a labels column
+        # as it is (this flag acts only on prompt/completion rows; it stays True as what the recipe table shows).
+        completion_only_loss=True,
         logging_nan_inf_filter=False,  # the default would hide a NaN loss behind earlier averages
         include_num_input_tokens_seen="non_padding",
         report_to="none",
