@@ -347,15 +347,23 @@ def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLik
         config = peft_config or build_peft_config(profile, total_steps=optimizer_steps(profile, len(dataset)))
         model = prepare_for_training(model, config, gradient_checkpointing=profile.gradient_checkpointing)
     callbacks = [*training_callbacks(model, profile), *callbacks]
-    batch_size, grad_accum = profile.batch_size, profile.grad_accum
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # this run's peak, not the process's (runs in a row compare memory)
     start = time.perf_counter()
+    trainer, resumed, batch_size, grad_accum = _train_halving_on_oom(model, tokenizer, dataset, profile, out,
+                                                                     resume, callbacks)
+    return _result(trainer, model, out, start, batch_size, grad_accum, resumed)
+
+
+def _train_halving_on_oom(model, tokenizer, dataset, profile, out: Path, resume: bool, callbacks):
+    """_train_once, retried up to oom_retries times on out-of-memory with half the batch and twice the accumulation
+    (same effective batch), from the latest complete checkpoint; (trainer, resumed from, batch_size, grad_accum)."""
+    batch_size, grad_accum = profile.batch_size, profile.grad_accum
     for attempt in range(profile.oom_retries + 1):
         try:
             trainer, resumed = _train_once(model, tokenizer, dataset, profile, out, batch_size, grad_accum,
                                            resume, callbacks)
-            break
+            return trainer, resumed, batch_size, grad_accum
         except torch.OutOfMemoryError as err:
             if attempt == profile.oom_retries or batch_size == 1:
                 raise OutOfMemoryAdvice(_oom_advice(profile, batch_size, grad_accum)) from err
@@ -364,7 +372,6 @@ def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLik
             print(f"Out of memory: retrying with batch_size={batch_size}, grad_accum={grad_accum} "
                   "(same effective batch), from the latest complete checkpoint.")
             resume = True
-    return _result(trainer, model, out, start, batch_size, grad_accum, resumed)
 
 
 def _resume_point(log_history: list[dict], resumed) -> tuple[int, int]:
