@@ -79,20 +79,11 @@ class MemoryPlan:
         return "\n".join(lines + [f"  {'total':{width}s} {self.total_gib:7.2f} GiB", self.verdict])
 
 
-def _load_config(model):
-    """A transformers config from a config object, a local directory, a hub id or "tiny:<arch>"."""
-    if not isinstance(model, str):
-        return model
-    from transformers import AutoConfig
-
-    from .models import resolve_model_source
-
-    return AutoConfig.from_pretrained(resolve_model_source(model), trust_remote_code=False)
-
-
 def model_shape(model) -> ModelShape:
     """The memory-relevant sizes of a config (object, local dir, hub id or "tiny:<arch>")."""
-    c = _load_config(model)
+    from .models import load_config
+
+    c = load_config(model) if isinstance(model, str) else model
     c = c.get_text_config() if hasattr(c, "get_text_config") else c
     if c.model_type == "bloom":
         h, heads = c.hidden_size, c.n_head

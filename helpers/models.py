@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # transformers is imported where a model or tokenizer loads: 
 __all__ = [
     "REMOTE_CODE_FAMILIES",
     "resolve_model_source",
+    "load_config",
     "pick_dtype",
     "pick_attention",
     "quantization_config",
@@ -32,6 +33,13 @@ def resolve_model_source(base_model: str) -> str:
 
         return str(build_tiny_model(base_model.removeprefix("tiny:")))
     return base_model
+
+
+def load_config(base_model: str, *, trust_remote_code: bool = False):
+    """The transformers config of a profile's base_model (hub id, directory or "tiny:<arch>"): config.json only."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve_model_source(base_model), trust_remote_code=trust_remote_code)
 
 
 def pick_dtype(compute_dtype: str = "auto") -> torch.dtype:

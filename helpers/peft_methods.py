@@ -296,13 +296,11 @@ def method_table(profile, rows: dict[str, dict] | None = None, *, config=None):
     import dataclasses
 
     import pandas as pd
-    from transformers import AutoConfig
 
-    from .models import resolve_model_source
+    from .models import load_config
 
     if config is None:
-        config = AutoConfig.from_pretrained(resolve_model_source(profile.base_model),
-                                            trust_remote_code=profile.trust_remote_code)
+        config = load_config(profile.base_model, trust_remote_code=profile.trust_remote_code)
     table = []
     for name, overrides in (rows or METHOD_SETTINGS).items():
         settings = dataclasses.replace(profile, **overrides)
