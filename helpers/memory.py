@@ -231,7 +231,7 @@ def _profile_settings(profile) -> dict:
     return dict(method=method, seq_len=profile.max_length, batch_size=profile.batch_size, compute_dtype=dtype,
                 gradient_checkpointing=profile.gradient_checkpointing, lora_r=profile.lora_r,
                 target_modules=profile.target_modules, lora_dropout=profile.lora_dropout,
-                activation_offloading=getattr(profile, "activation_offloading", False))
+                activation_offloading=profile.activation_offloading)
 
 
 def plan_for_profile(profile, *, gpu: str | None = None, capacity_gib: float | None = None, config=None) -> MemoryPlan:
