@@ -96,10 +96,13 @@ def model_shape(model) -> ModelShape:
 
 
 def _targets(shape: ModelShape, target_modules) -> dict[str, tuple[int, int]]:
+    """The adapted linear layers: target_modules as a profile writes it (models.target_layer_names) or a list."""
+    from .models import target_layer_names
+
     linears = shape.linear_shapes()
-    if target_modules in ("all-linear", None):
+    names = target_layer_names(target_modules) if isinstance(target_modules, str) else target_modules
+    if names in ("all-linear", None):
         return linears
-    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     return {k: v for k, v in linears.items() if k in names}
 
 

@@ -17,9 +17,8 @@ from peft import (AdaLoraConfig, IA3Config, LoraConfig, PeftConfig, PeftModel, P
 from transformers import TrainerCallback
 from transformers.loss.loss_utils import ForCausalLMLoss
 
-from .bottleneck import (CONFIG_NAME, SITE_NAMES, BottleneckConfig, attach_bottleneck, is_bottleneck_model,
-                         load_bottleneck)
-from .models import count_parameters
+from .bottleneck import CONFIG_NAME, BottleneckConfig, attach_bottleneck, is_bottleneck_model, load_bottleneck
+from .models import count_parameters, target_layer_names
 
 __all__ = [
     "PEFT_METHODS",
@@ -47,19 +46,11 @@ __all__ = [
 ]
 
 
-def _targets(profile):
-    """profile.target_modules as peft takes it: "all-linear", a named set ("attention-input"), or "a,b,c"."""
-    if profile.target_modules == "all-linear":
-        return "all-linear"
-    if profile.target_modules == "attention-input":  # query_key_value on Bloom; q_proj, k_proj, v_proj elsewhere
-        return list(SITE_NAMES["attention_input"])
-    return [name.strip() for name in profile.target_modules.split(",") if name.strip()]
-
-
 def build_lora_config(profile, **extra) -> LoraConfig:
     """LoRA of rank lora_r on the profile's target_modules ("all-linear" is the QLoRA recipe)."""
     return LoraConfig(r=profile.lora_r, lora_alpha=profile.lora_alpha, lora_dropout=profile.lora_dropout,
-                      target_modules=_targets(profile), bias="none", task_type="CAUSAL_LM", **extra)
+                      target_modules=target_layer_names(profile.target_modules), bias="none", task_type="CAUSAL_LM",
+                      **extra)
 
 
 def _lora(profile, total_steps):
@@ -82,8 +73,9 @@ def _adalora(profile, total_steps):
     tinit, tfinal, delta = (int(share * total_steps) for share in _ADALORA_SCHEDULE.values())
     return AdaLoraConfig(init_r=profile.adalora_init_r, target_r=profile.adalora_target_r,
                          lora_alpha=profile.lora_alpha, lora_dropout=profile.lora_dropout,
-                         target_modules=_targets(profile), total_step=total_steps, tinit=tinit, tfinal=tfinal,
-                         deltaT=max(1, delta), beta1=0.85, beta2=0.85, task_type="CAUSAL_LM")
+                         target_modules=target_layer_names(profile.target_modules), total_step=total_steps,
+                         tinit=tinit, tfinal=tfinal, deltaT=max(1, delta), beta1=0.85, beta2=0.85,
+                         task_type="CAUSAL_LM")
 
 
 def _ia3(profile, total_steps):
