@@ -177,10 +177,11 @@ def prepare_for_training(model, peft_config, *, gradient_checkpointing: bool = F
               "so every layer's activations stay in memory (more memory than the other methods at equal batch).")
         gradient_checkpointing = False
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        # transformers 5's own call (peft's goes through the deprecated alias and leaves use_reentrant unset, which
+        # torch warns about): non-reentrant recomputation, with input grads on for the frozen embeddings.
+        model.activation_checkpointing_enable()
     if isinstance(peft_config, BottleneckConfig):
         return attach_bottleneck(model, peft_config)
     return get_peft_model(model, peft_config)

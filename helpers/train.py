@@ -156,7 +156,8 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
         seed=profile.seed,
         data_seed=profile.seed,
         **precision_args(profile),
-        gradient_checkpointing=False,  # done by prepare_for_training, before the adapter is attached
+        # Done by prepare_for_training, before the adapter is attached (TRL defaults the deprecated alias to True).
+        activation_checkpointing=False,
         activation_offloading=profile.activation_offloading,
         # Padding-free rows arrive already cut to max_length (TRL refuses padding_free with a max_length to enforce).
         max_length=None if padding_free else profile.max_length,
