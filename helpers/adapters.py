@@ -52,15 +52,21 @@ def _adapter_config(adapter_dir: str | Path) -> Path:
 
 
 def load_with_adapter(profile, adapter_dir: str | Path):
-    """(model, tokenizer) from a fresh start: the profile's base, loaded as for training, plus the saved adapter."""
-    from peft import PeftModel
+    """(model, tokenizer) from a fresh start: the profile's base loaded as for training (experiment.load_base, so
+    with its vocab_expansion), plus the saved adapter of any method."""
+    from .experiment import load_base
+    from .peft_methods import load_adapter, saved_adapter_config
 
-    _adapter_config(adapter_dir)
-    source = resolve_model_source(profile.base_model)
-    base = load_model(source, quantization=profile.quantization, compute_dtype=profile.compute_dtype,
-                      trust_remote_code=profile.trust_remote_code)
-    tokenizer = load_tokenizer(source, trust_remote_code=profile.trust_remote_code)
-    return PeftModel.from_pretrained(base, str(adapter_dir)), tokenizer
+    if saved_adapter_config(adapter_dir) is None:  # said before a base of several GB loads
+        raise FileNotFoundError(f"{adapter_dir} holds no saved adapter (train_model saves one under "
+                                "<output_dir>/adapter)")
+    model, tokenizer = load_base(profile)
+    return load_adapter(model, adapter_dir), tokenizer
+
+
+def _load_unquantized(profile, path: str, dtype: str):
+    """A full-precision copy of the base (or of a merged model) in `dtype`, with the profile's remote-code choice."""
+    return load_model(path, quantization="none", compute_dtype=dtype, trust_remote_code=profile.trust_remote_code)
 
 
 def merge_dtype(profile) -> str:
@@ -75,8 +81,7 @@ def merge_adapter(profile, adapter_dir: str | Path, out_dir: str | Path, *, dtyp
 
     _adapter_config(adapter_dir)
     source = resolve_model_source(profile.base_model)
-    base = load_model(source, quantization="none", compute_dtype=dtype or merge_dtype(profile),
-                      trust_remote_code=profile.trust_remote_code)
+    base = _load_unquantized(profile, source, dtype or merge_dtype(profile))
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     out = Path(out_dir)
     merged.save_pretrained(out, safe_serialization=True)
@@ -111,9 +116,9 @@ def compare_merged(profile, adapter_dir: str | Path, merged_dir: str | Path, ins
     prompts = format_instructions(instructions, tokenizer, profile.prompt_template)
     answers, logprobs = {}, {}
     # One model in memory at a time: the unmerged pair first, then the merged copy from disk.
-    for name, load in (("adapter", lambda: PeftModel.from_pretrained(
-                           load_model(source, quantization="none", compute_dtype=dtype), str(adapter_dir))),
-                       ("merged", lambda: load_model(str(merged_dir), quantization="none", compute_dtype=dtype))):
+    for name, load in (("adapter", lambda: PeftModel.from_pretrained(_load_unquantized(profile, source, dtype),
+                                                                   str(adapter_dir))),
+                       ("merged", lambda: _load_unquantized(profile, str(merged_dir), dtype))):
         model = load()
         answers[name] = chat(model, tokenizer, instructions, **kwargs)
         logprobs[name] = _answer_logprobs(model, tokenizer, [p + a for p, a in zip(prompts, answers["adapter"])])

@@ -48,7 +48,8 @@ def tokenize_rows(dataset, encode, fn_kwargs: dict, *, num_proc: int | None = No
 
 
 def check_training_rows(dataset, max_length: int) -> list[int]:
-    """Row lengths, after checking that every row fits max_length and has a supervised token; errors name the row."""
+    """Row lengths, after checking that every row fits max_length and has a supervised token; errors name the row.
+    So every batch trains on something: a batch is made of these rows."""
     if "labels" not in dataset.column_names:
         raise ValueError("training takes tokenized rows: 'input_ids' and 'labels' (-100 where no loss is taken); "
                          "build them with helpers.prompts.build_sft_dataset(...)")
@@ -57,7 +58,7 @@ def check_training_rows(dataset, max_length: int) -> list[int]:
         if len(ids) > max_length or len(ids) != len(labels):
             raise ValueError(f"training row {i} has {len(ids)} tokens and {len(labels)} labels; rows must be cut to "
                              f"max_length={max_length} with one label per token")
-        if all(x == -100 for x in labels):
+        if all(x == -100 for x in labels[1:]):  # the first token is never predicted: nothing comes before it
             raise ValueError(f"training row {i} has no supervised (answer) token left after truncation to "
                              f"max_length={max_length}; build the dataset with build_sft_dataset(...), which "
                              "applies the over-length policy, or raise max_length")

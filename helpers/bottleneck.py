@@ -17,12 +17,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.activations import ACT2FN
 
+from .models import SITE_NAMES
+
 __all__ = [
     "BottleneckConfig",
     "BottleneckAdapter",
     "BottleneckLinear",
     "PLACEMENTS",
-    "SITE_NAMES",
     "CONFIG_NAME",
     "WEIGHTS_NAME",
     "attach_bottleneck",
@@ -38,14 +39,8 @@ CONFIG_NAME = "bottleneck_config.json"
 # adapter weights go under that name, keyed by their module paths in the base model.
 WEIGHTS_NAME = "model.safetensors"
 
-# Layer names by role, across families: Bloom (fused query_key_value), Llama/Qwen2/Mistral (q/k/v, gated MLP),
-# OPT/Phi (fc1/fc2), Baichuan (W_pack), Mixtral-style experts (w1/w2/w3).
-SITE_NAMES = {
-    "attention_input": ("query_key_value", "q_proj", "k_proj", "v_proj", "qkv_proj", "W_pack", "Wqkv"),
-    "mlp_input": ("dense_h_to_4h", "gate_proj", "up_proj", "gate_up_proj", "fc1", "w1", "w3"),
-    "mlp_output": ("dense_4h_to_h", "down_proj", "fc2", "w2"),
-}
-# Where each variant puts its adapters (LLM-Adapters: use_adapterp / default Houlsby / use_parallel_adapter).
+# Where each variant puts its adapters, by the layer roles of models.SITE_NAMES (LLM-Adapters: use_adapterp /
+# default Houlsby / use_parallel_adapter).
 # A gated MLP (gate_proj and up_proj both read the MLP input) gets an input adapter on each, as LLM-Adapters does.
 PLACEMENTS = {
     "pfeiffer": {"mlp_output": "output"},  # after the MLP output projection

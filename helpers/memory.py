@@ -79,20 +79,11 @@ class MemoryPlan:
         return "\n".join(lines + [f"  {'total':{width}s} {self.total_gib:7.2f} GiB", self.verdict])
 
 
-def _load_config(model):
-    """A transformers config from a config object, a local directory, a hub id or "tiny:<arch>"."""
-    if not isinstance(model, str):
-        return model
-    from transformers import AutoConfig
-
-    from .models import resolve_model_source
-
-    return AutoConfig.from_pretrained(resolve_model_source(model), trust_remote_code=False)
-
-
 def model_shape(model) -> ModelShape:
     """The memory-relevant sizes of a config (object, local dir, hub id or "tiny:<arch>")."""
-    c = _load_config(model)
+    from .models import load_config
+
+    c = load_config(model) if isinstance(model, str) else model
     c = c.get_text_config() if hasattr(c, "get_text_config") else c
     if c.model_type == "bloom":
         h, heads = c.hidden_size, c.n_head
@@ -105,10 +96,13 @@ def model_shape(model) -> ModelShape:
 
 
 def _targets(shape: ModelShape, target_modules) -> dict[str, tuple[int, int]]:
+    """The adapted linear layers: target_modules as a profile writes it (models.target_layer_names) or a list."""
+    from .models import target_layer_names
+
     linears = shape.linear_shapes()
-    if target_modules in ("all-linear", None):
+    names = target_layer_names(target_modules) if isinstance(target_modules, str) else target_modules
+    if names in ("all-linear", None):
         return linears
-    names = [target_modules] if isinstance(target_modules, str) else list(target_modules)
     return {k: v for k, v in linears.items() if k in names}
 
 
@@ -240,7 +234,7 @@ def _profile_settings(profile) -> dict:
     return dict(method=method, seq_len=profile.max_length, batch_size=profile.batch_size, compute_dtype=dtype,
                 gradient_checkpointing=profile.gradient_checkpointing, lora_r=profile.lora_r,
                 target_modules=profile.target_modules, lora_dropout=profile.lora_dropout,
-                activation_offloading=getattr(profile, "activation_offloading", False))
+                activation_offloading=profile.activation_offloading)
 
 
 def plan_for_profile(profile, *, gpu: str | None = None, capacity_gib: float | None = None, config=None) -> MemoryPlan:

@@ -11,7 +11,10 @@ if TYPE_CHECKING:  # transformers is imported where a model or tokenizer loads: 
 
 __all__ = [
     "REMOTE_CODE_FAMILIES",
+    "SITE_NAMES",
+    "target_layer_names",
     "resolve_model_source",
+    "load_config",
     "pick_dtype",
     "pick_attention",
     "quantization_config",
@@ -23,6 +26,13 @@ __all__ = [
 
 # Families whose hub repos ship their own modelling code (executed on load when trust_remote_code=True).
 REMOTE_CODE_FAMILIES = ("chatglm", "baichuan", "internlm")
+# Layer names by role, across families: Bloom (fused query_key_value), Llama/Qwen2/Mistral (q/k/v, gated MLP),
+# OPT/Phi (fc1/fc2), Baichuan (W_pack), Mixtral-style experts (w1/w2/w3).
+SITE_NAMES = {
+    "attention_input": ("query_key_value", "q_proj", "k_proj", "v_proj", "qkv_proj", "W_pack", "Wqkv"),
+    "mlp_input": ("dense_h_to_4h", "gate_proj", "up_proj", "gate_up_proj", "fc1", "w1", "w3"),
+    "mlp_output": ("dense_4h_to_h", "down_proj", "fc2", "w2"),
+}
 
 
 def resolve_model_source(base_model: str) -> str:
@@ -32,6 +42,23 @@ def resolve_model_source(base_model: str) -> str:
 
         return str(build_tiny_model(base_model.removeprefix("tiny:")))
     return base_model
+
+
+def target_layer_names(target_modules: str) -> str | list[str]:
+    """A profile's target_modules as peft takes it: "all-linear", the attention input layers ("attention-input":
+    query_key_value on Bloom, q_proj, k_proj, v_proj elsewhere), or the layer names of "a,b,c"."""
+    if target_modules == "all-linear":
+        return "all-linear"
+    if target_modules == "attention-input":
+        return list(SITE_NAMES["attention_input"])
+    return [name.strip() for name in target_modules.split(",") if name.strip()]
+
+
+def load_config(base_model: str, *, trust_remote_code: bool = False):
+    """The transformers config of a profile's base_model (hub id, directory or "tiny:<arch>"): config.json only."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve_model_source(base_model), trust_remote_code=trust_remote_code)
 
 
 def pick_dtype(compute_dtype: str = "auto") -> torch.dtype:

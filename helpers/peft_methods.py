@@ -17,9 +17,8 @@ from peft import (AdaLoraConfig, IA3Config, LoraConfig, PeftConfig, PeftModel, P
 from transformers import TrainerCallback
 from transformers.loss.loss_utils import ForCausalLMLoss
 
-from .bottleneck import (CONFIG_NAME, SITE_NAMES, BottleneckConfig, attach_bottleneck, is_bottleneck_model,
-                         load_bottleneck)
-from .models import count_parameters
+from .bottleneck import CONFIG_NAME, BottleneckConfig, attach_bottleneck, is_bottleneck_model, load_bottleneck
+from .models import count_parameters, target_layer_names
 
 __all__ = [
     "PEFT_METHODS",
@@ -47,19 +46,11 @@ __all__ = [
 ]
 
 
-def _targets(profile):
-    """profile.target_modules as peft takes it: "all-linear", a named set ("attention-input"), or "a,b,c"."""
-    if profile.target_modules == "all-linear":
-        return "all-linear"
-    if profile.target_modules == "attention-input":  # query_key_value on Bloom; q_proj, k_proj, v_proj elsewhere
-        return list(SITE_NAMES["attention_input"])
-    return [name.strip() for name in profile.target_modules.split(",") if name.strip()]
-
-
 def build_lora_config(profile, **extra) -> LoraConfig:
     """LoRA of rank lora_r on the profile's target_modules ("all-linear" is the QLoRA recipe)."""
     return LoraConfig(r=profile.lora_r, lora_alpha=profile.lora_alpha, lora_dropout=profile.lora_dropout,
-                      target_modules=_targets(profile), bias="none", task_type="CAUSAL_LM", **extra)
+                      target_modules=target_layer_names(profile.target_modules), bias="none", task_type="CAUSAL_LM",
+                      **extra)
 
 
 def _lora(profile, total_steps):
@@ -82,8 +73,9 @@ def _adalora(profile, total_steps):
     tinit, tfinal, delta = (int(share * total_steps) for share in _ADALORA_SCHEDULE.values())
     return AdaLoraConfig(init_r=profile.adalora_init_r, target_r=profile.adalora_target_r,
                          lora_alpha=profile.lora_alpha, lora_dropout=profile.lora_dropout,
-                         target_modules=_targets(profile), total_step=total_steps, tinit=tinit, tfinal=tfinal,
-                         deltaT=max(1, delta), beta1=0.85, beta2=0.85, task_type="CAUSAL_LM")
+                         target_modules=target_layer_names(profile.target_modules), total_step=total_steps,
+                         tinit=tinit, tfinal=tfinal, deltaT=max(1, delta), beta1=0.85, beta2=0.85,
+                         task_type="CAUSAL_LM")
 
 
 def _ia3(profile, total_steps):
@@ -185,10 +177,11 @@ def prepare_for_training(model, peft_config, *, gradient_checkpointing: bool = F
               "so every layer's activations stay in memory (more memory than the other methods at equal batch).")
         gradient_checkpointing = False
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if gradient_checkpointing:
+        # transformers 5's own call (peft's goes through the deprecated alias and leaves use_reentrant unset, which
+        # torch warns about): non-reentrant recomputation, with input grads on for the frozen embeddings.
+        model.activation_checkpointing_enable()
     if isinstance(peft_config, BottleneckConfig):
         return attach_bottleneck(model, peft_config)
     return get_peft_model(model, peft_config)
@@ -296,13 +289,11 @@ def method_table(profile, rows: dict[str, dict] | None = None, *, config=None):
     import dataclasses
 
     import pandas as pd
-    from transformers import AutoConfig
 
-    from .models import resolve_model_source
+    from .models import load_config
 
     if config is None:
-        config = AutoConfig.from_pretrained(resolve_model_source(profile.base_model),
-                                            trust_remote_code=profile.trust_remote_code)
+        config = load_config(profile.base_model, trust_remote_code=profile.trust_remote_code)
     table = []
     for name, overrides in (rows or METHOD_SETTINGS).items():
         settings = dataclasses.replace(profile, **overrides)

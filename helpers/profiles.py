@@ -243,11 +243,15 @@ _RANGES = (
     ("max_new_tokens", lambda v: v >= 1, "at least 1"),
     ("exam_max_new_tokens", lambda v: v >= 1, "at least 1"),
     ("torch_threads", lambda v: v >= 0, "0 (torch's default) or more"),
+    ("num_virtual_tokens", lambda v: v >= 1, "at least 1"),
+    ("encoder_hidden_size", lambda v: v >= 1, "at least 1"),
+    ("adapter_size", lambda v: v >= 1, "at least 1"),
+    ("adalora_init_r", lambda v: v >= 1, "at least 1"),
+    ("adalora_target_r", lambda v: v >= 1, "at least 1"),
 )
 
 
 def _validate(p: Profile) -> None:
-    _validate_peft(p)
     for key, choices in _CHOICES.items():
         if getattr(p, key) not in choices:
             raise ValueError(f"profile field {key!r} is {getattr(p, key)!r}; valid choices: {', '.join(choices)}")
@@ -255,6 +259,7 @@ def _validate(p: Profile) -> None:
         value = getattr(p, key)
         if not (math.isfinite(value) and ok(value)):
             raise ValueError(f"profile field {key!r} must be {valid}, got {value!r}")
+    _validate_peft(p)
     if p.save_steps % p.logging_steps:
         # The NaN guard runs when the loss is logged; a save between two logs could store a broken model.
         raise ValueError(f"save_steps ({p.save_steps}) must be a multiple of logging_steps ({p.logging_steps})")
@@ -281,9 +286,6 @@ def _check_output_root(output_root: str) -> None:
 
 
 def _validate_peft(p: Profile) -> None:
-    for key in ("num_virtual_tokens", "encoder_hidden_size", "adapter_size", "adalora_init_r", "adalora_target_r"):
-        if getattr(p, key) < 1:
-            raise ValueError(f"profile field {key!r} must be at least 1, got {getattr(p, key)}")
     if p.adalora_target_r > p.adalora_init_r:
         raise ValueError(f"profile field 'adalora_target_r' ({p.adalora_target_r}) must not exceed "
                          f"'adalora_init_r' ({p.adalora_init_r}): AdaLoRA only prunes ranks")

@@ -289,6 +289,15 @@ def build_sft_dataset(examples: list[dict], tokenizer, *, template: str = "auto"
     records = Dataset.from_dict({"record": [json.dumps(ex, ensure_ascii=False) for ex in examples]})
     rows = tokenize_rows(records, _encode_records, {"tokenizer": tokenizer, "template": template,
                                                     "max_length": max_length, "overlong": overlong}, num_proc=num_proc)
+    kept = _count_fits(examples, rows, max_length, report)
+    if not kept:
+        raise ValueError(no_fit)
+    rows = rows.remove_columns(["skip", "n_tokens"])
+    return rows if len(kept) == len(rows) else rows.select(kept)
+
+
+def _count_fits(examples: list[dict], rows, max_length: int, report) -> list[int]:
+    """Indices of the rows kept; each skip is dropped from `report` and each truncation noted there (when given)."""
     kept = []
     for i, (example, reason, n_tokens) in enumerate(zip(examples, rows["skip"], rows["n_tokens"])):
         if not reason:
@@ -297,7 +306,4 @@ def build_sft_dataset(examples: list[dict], tokenizer, *, template: str = "auto"
                 report.note(f"answer truncated to max_length={max_length}")
         elif report is not None:
             report.drop(example, reason, f"{n_tokens} tokens")
-    if not kept:
-        raise ValueError(no_fit)
-    rows = rows.remove_columns(["skip", "n_tokens"])
-    return rows if len(kept) == len(rows) else rows.select(kept)
+    return kept

@@ -9,7 +9,8 @@ The normalised record is a conversation:
 It ends with an assistant turn; every assistant turn is trained on, user and tool turns never are. A user
 turn's "input" is Alpaca's context field ("" when none); a tool-calling assistant turn has "tool_calls".
 
-Formats, recognised by their fields (the first match in this order wins):
+Formats, recognised by their fields (of the formats whose marking fields a record has, the one with the most
+fields holding a value wins; on a tie, the first in this order):
     sharegpt   {"conversations": [{"from": "human"|"gpt"|"function_call"|"observation"|"system", "value"}],
                 "system"?, "tools"?}  (LLaMA-Factory's ShareGPT, Belle 3.5M, ShareGPT-zh)
     messages   {"messages": [{"role": "user"|"assistant"|"tool"|"system", "content", "tool_calls"?}], "tools"?}
@@ -312,7 +313,7 @@ def _tool_call(call: object, reason: str, where: str) -> dict:
 
 # ----------------------------------------------------------------------------- detection
 
-# name -> (fields that mark it, every field it knows, parser); the order is the detection order.
+# name -> (fields that mark it, every field it knows, parser); the order breaks ties in _detect_format.
 FORMATS = {
     "sharegpt": ({"conversations"}, {"conversations", "system", "tools", "category"}, _parse_conversation("sharegpt")),
     "messages": ({"messages"}, {"messages", "system", "tools", "category"}, _parse_conversation("messages")),

@@ -28,6 +28,7 @@ __all__ = [
     "TrainResult",
     "NonFiniteLossError",
     "OutOfMemoryAdvice",
+    "precision_args",
     "sft_config",
     "use_padding_free",
     "fit_activation_memory",
@@ -124,12 +125,20 @@ def _run_guards() -> tuple[type, type]:
     return CheckpointMarker, NonFiniteLossGuard
 
 
+def precision_args(profile) -> dict:
+    """Trainer arguments for this device: mixed precision in the profile's compute dtype and paged 8-bit AdamW on a
+    GPU; fp32 and plain AdamW on a CPU. Shared by instruction tuning and continued pre-training (helpers.vocab)."""
+    dtype, on_gpu = pick_dtype(profile.compute_dtype), torch.cuda.is_available()
+    return {"fp16": on_gpu and dtype == torch.float16,  # fp16 trains with dynamic loss scaling (GradScaler)
+            "bf16": on_gpu and dtype == torch.bfloat16,
+            "optim": "paged_adamw_8bit" if on_gpu else "adamw_torch"}  # paged 8-bit states save GPU memory
+
+
 def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, grad_accum: int,
                padding_free: bool = False) -> SFTConfig:
     """TRL settings from a profile: precision from the device, response-only loss, no NaN filtering."""
     from trl import SFTConfig
 
-    dtype = pick_dtype(profile.compute_dtype)
     on_gpu = torch.cuda.is_available()
     return SFTConfig(
         output_dir=str(checkpoint_dir),
@@ -146,15 +155,16 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
         save_total_limit=2,  # keep two, so the previous complete checkpoint survives a kill during a save
         seed=profile.seed,
         data_seed=profile.seed,
-        fp16=on_gpu and dtype == torch.float16,  # fp16 trains with dynamic loss scaling (GradScaler)
-        bf16=on_gpu and dtype == torch.bfloat16,
-        gradient_checkpointing=False,  # done by prepare_for_training, before the adapter is attached
+        **precision_args(profile),
+        # Done by prepare_for_training, before the adapter is attached (TRL defaults the deprecated alias to True).
+        activation_checkpointing=False,
         activation_offloading=profile.activation_offloading,
-        optim="paged_adamw_8bit" if on_gpu else "adamw_torch",  # paged 8-bit states save GPU memory
         # Padding-free rows arrive already cut to max_length (TRL refuses padding_free with a max_length to enforce).
         max_length=None if padding_free else profile.max_length,
         padding_free=padding_free,
-        completion_only_loss=True,  # loss on the answer only: prompt tokens are labelled -100
+        # Loss on the answers only: build_sft_dataset's labels are -100 elsewhere, and TRL trains on a labels column
+        # as it is (this flag acts only on prompt/completion rows; it stays True as what the recipe table shows).
+        completion_only_loss=True,
         logging_nan_inf_filter=False,  # the default would hide a NaN loss behind earlier averages
         include_num_input_tokens_seen="non_padding",
         report_to="none",
@@ -165,11 +175,15 @@ def sft_config(profile, checkpoint_dir: str | os.PathLike, *, batch_size: int, g
     )
 
 
+def _checkpoint_step(checkpoint: Path) -> int:
+    return int(checkpoint.name.split("-")[1])  # checkpoint-<global step>
+
+
 def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
     """The newest checkpoint that was completely written, or None."""
     root = Path(checkpoint_dir)
     done = [p for p in root.glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()] if root.exists() else []
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+    return max(done, key=_checkpoint_step, default=None)
 
 
 def _move_aside(checkpoints: list[Path], folder: Path) -> Path | None:
@@ -190,11 +204,17 @@ def set_aside_incomplete(checkpoint_dir: str | os.PathLike) -> Path | None:
     return _move_aside(broken, root / "incomplete")
 
 
-# Settings that shape the training trajectory: a checkpoint made under others must not be resumed.
-_TRAJECTORY_FIELDS = ("base_model", "quantization", "compute_dtype", "prompt_template", "max_length", "learning_rate",
-                      "warmup_ratio", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "seed",
-                      "peft_method", "num_virtual_tokens", "encoder_hidden_size", "adapter_size", "adalora_init_r",
-                      "adalora_target_r", "adalora_update")
+# Profile fields that do not shape the training trajectory; every other field does, so a checkpoint made under
+# other values is not resumed (a new field counts until it is listed here: a needless re-run, never a mixed one).
+# The data fields are covered by the hash of the tokenized rows, batch_size x grad_accum by the effective batch
+# (an OOM retry trades one for the other), and max_steps / epochs are left out so that a longer run resumes.
+_OFF_TRAJECTORY_FIELDS = (
+    "name", "description", "output_root", "result_note", "expects_gpu", "trust_remote_code", "torch_threads",
+    "train_data", "train_limit", "overlong", "batch_size", "grad_accum", "max_steps", "epochs", "oom_retries",
+    "logging_steps", "save_steps", "gradient_checkpointing", "activation_offloading", "auto_checkpointing",
+    "padding_free", "eval_data", "eval_limit", "exam_data", "exam_dev_data", "exam_limit", "max_new_tokens",
+    "eval_batch_size", "eval_suffix", "exam_max_new_tokens",
+)
 
 
 def _run_signature(profile, dataset, batch_size: int, grad_accum: int) -> dict:
@@ -202,7 +222,8 @@ def _run_signature(profile, dataset, batch_size: int, grad_accum: int) -> dict:
     for ids, labels in zip(dataset["input_ids"], dataset["labels"]):  # the tokenized rows, exactly as trained on
         digest.update(array("q", [len(ids), *ids, *labels]).tobytes())
     data = digest.hexdigest()[:16]
-    return {**{k: getattr(profile, k) for k in _TRAJECTORY_FIELDS},
+    settings = {k: v for k, v in profile.to_dict().items() if k not in _OFF_TRAJECTORY_FIELDS}
+    return {**settings,
             "effective_batch": batch_size * grad_accum, "data": data}
 
 
@@ -216,21 +237,6 @@ def _match_or_set_aside(ckpt_dir: Path, signature: dict) -> None:
                   "starting fresh.")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(signature, indent=1))
-
-
-def _guard_supervised(collate):
-    """Wrap a collator so a batch without a single supervised token fails loudly instead of training on nothing."""
-
-    def guarded(examples):
-        batch = collate(examples)
-        if int((batch["labels"] != -100).sum()) == 0:
-            raise ValueError(
-                f"a training batch of {len(examples)} examples has no supervised (answer) token: every label "
-                "is masked. Answers are empty or cut off by max_length; raise max_length or use overlong='skip'."
-            )
-        return batch
-
-    return guarded
 
 
 def _adapters_to_fp32(model) -> None:
@@ -278,10 +284,6 @@ def _group_by_length(trainer, lengths: list[int], seed: int) -> None:
     trainer._get_train_sampler = lambda train_dataset=None: LengthGroupedBatches(lengths, group, seed)
 
 
-def _checkpoint_step(checkpoint: Path) -> int:
-    return int(checkpoint.name.split("-")[1])  # checkpoint-<global step>
-
-
 def _restore_finished(trainer, checkpoint: Path) -> None:
     """Load a finished run's adapter and trainer state without training. transformers resumes a checkpoint taken at
     max_steps mid-epoch by running one step past it, changing a result that was already final."""
@@ -314,7 +316,6 @@ def _train_once(model, tokenizer, dataset, profile, out: Path, batch_size, grad_
     )
     if profile.group_by_length and not padding_free:  # padding-free batches have no padding to save
         _group_by_length(trainer, lengths, profile.seed)
-    trainer.data_collator = _guard_supervised(trainer.data_collator)
     _adapters_to_fp32(trainer.model)
     if resume_from and 0 < trainer.args.max_steps <= _checkpoint_step(resume_from):
         _restore_finished(trainer, resume_from)  # already done: train() would still run one more step
@@ -347,15 +348,23 @@ def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLik
         config = peft_config or build_peft_config(profile, total_steps=optimizer_steps(profile, len(dataset)))
         model = prepare_for_training(model, config, gradient_checkpointing=profile.gradient_checkpointing)
     callbacks = [*training_callbacks(model, profile), *callbacks]
-    batch_size, grad_accum = profile.batch_size, profile.grad_accum
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # this run's peak, not the process's (runs in a row compare memory)
     start = time.perf_counter()
+    trainer, resumed, batch_size, grad_accum = _train_halving_on_oom(model, tokenizer, dataset, profile, out,
+                                                                     resume, callbacks)
+    return _result(trainer, model, out, start, batch_size, grad_accum, resumed)
+
+
+def _train_halving_on_oom(model, tokenizer, dataset, profile, out: Path, resume: bool, callbacks):
+    """_train_once, retried up to oom_retries times on out-of-memory with half the batch and twice the accumulation
+    (same effective batch), from the latest complete checkpoint; (trainer, resumed from, batch_size, grad_accum)."""
+    batch_size, grad_accum = profile.batch_size, profile.grad_accum
     for attempt in range(profile.oom_retries + 1):
         try:
             trainer, resumed = _train_once(model, tokenizer, dataset, profile, out, batch_size, grad_accum,
                                            resume, callbacks)
-            break
+            return trainer, resumed, batch_size, grad_accum
         except torch.OutOfMemoryError as err:
             if attempt == profile.oom_retries or batch_size == 1:
                 raise OutOfMemoryAdvice(_oom_advice(profile, batch_size, grad_accum)) from err
@@ -364,7 +373,6 @@ def train_model(model, tokenizer, dataset, profile, output_dir: str | os.PathLik
             print(f"Out of memory: retrying with batch_size={batch_size}, grad_accum={grad_accum} "
                   "(same effective batch), from the latest complete checkpoint.")
             resume = True
-    return _result(trainer, model, out, start, batch_size, grad_accum, resumed)
 
 
 def _resume_point(log_history: list[dict], resumed) -> tuple[int, int]:

@@ -407,16 +407,14 @@ def _embedding_module_names(model) -> list[str]:
 def _training_args(profile, steps: int, output: Path):
     from transformers import TrainingArguments
 
-    from .models import pick_dtype
+    from .train import precision_args
 
-    dtype, on_gpu = pick_dtype(profile.compute_dtype), torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(output), max_steps=steps, per_device_train_batch_size=profile.batch_size,
         gradient_accumulation_steps=profile.grad_accum, learning_rate=profile.learning_rate,
         lr_scheduler_type="cosine", warmup_steps=profile.warmup_ratio, logging_steps=1, save_strategy="no",
         seed=profile.seed, data_seed=profile.seed, report_to="none", dataloader_num_workers=0,
-        fp16=on_gpu and dtype == torch.float16, bf16=on_gpu and dtype == torch.bfloat16,
-        optim="paged_adamw_8bit" if on_gpu else "adamw_torch", logging_nan_inf_filter=False)
+        logging_nan_inf_filter=False, **precision_args(profile))
 
 
 def _train_stage(model, peft_config, dataset, profile, steps: int, work: Path, save_dir: Path | None):

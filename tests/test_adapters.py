@@ -104,6 +104,18 @@ def test_reloaded_adapter_answers_like_the_trained_model(trained):
     assert chat(reloaded, reloaded_tok, QUESTIONS, max_new_tokens=12, progress=False) == trained_answers
 
 
+def test_reload_takes_an_adapter_of_any_method(smoke_examples, tmp_path):
+    """A bottleneck adapter (no adapter_config.json) reloads like a peft one; a folder without one fails first."""
+    profile = _profile(tmp_path, max_steps=2, save_steps=2, peft_method="SadapterP")
+    result, tok = _train(profile, smoke_examples[:8], tmp_path / "run")
+    reloaded, _ = load_with_adapter(profile, result.adapter_dir)
+    ids = tok(QUESTIONS[0], return_tensors="pt").input_ids.to(reloaded.device)
+    with torch.no_grad():
+        assert torch.equal(reloaded.eval()(input_ids=ids).logits, result.model.eval()(input_ids=ids).logits)
+    with pytest.raises(FileNotFoundError, match="holds no saved adapter"):
+        load_with_adapter(profile, tmp_path)
+
+
 def test_merged_16bit_model_answers_exactly_like_the_adapter(trained, tmp_path):
     profile, result, _ = trained
     merged = merge_adapter(profile, result.adapter_dir, tmp_path / "merged")
@@ -117,6 +129,21 @@ def test_merged_16bit_model_answers_exactly_like_the_adapter(trained, tmp_path):
     exact = merge_adapter(profile, result.adapter_dir, tmp_path / "merged32", dtype="float32")
     check32 = compare_merged(profile, result.adapter_dir, exact, QUESTIONS, dtype="float32", progress=False)
     assert check32["same"].all() and (check32["max_logprob_diff"] < 1e-3).all()
+
+
+def test_the_merge_check_loads_the_base_with_the_profiles_remote_code_choice(monkeypatch):
+    from helpers import adapters
+
+    seen = []
+
+    def record(path, **kwargs):
+        seen.append(kwargs["trust_remote_code"])
+        raise RuntimeError("loaded")
+
+    monkeypatch.setattr(adapters, "load_model", record)
+    with pytest.raises(RuntimeError, match="loaded"):
+        compare_merged(get_profile("smoke", trust_remote_code=True), "adapter", "merged", QUESTIONS, progress=False)
+    assert seen == [True]  # as merge_adapter loads it: a family that needs its own code loads the same way
 
 
 def test_merge_dtype_is_the_16_bit_compute_dtype():

@@ -98,6 +98,9 @@ def test_bad_tokenized_rows_are_named():
     unsupervised = Dataset.from_dict({"input_ids": [[1, 2], [1, 2]], "labels": [[-100, 2], [-100, -100]]})
     with pytest.raises(ValueError, match="row 1 has no supervised"):
         check_training_rows(unsupervised, 3)
+    first_only = Dataset.from_dict({"input_ids": [[1, 2], [1, 2]], "labels": [[-100, 2], [1, -100]]})
+    with pytest.raises(ValueError, match="row 1 has no supervised"):  # a label on token 0 is never predicted
+        check_training_rows(first_only, 3)
     with pytest.raises(ValueError, match="tokenized rows.*build_sft_dataset"):  # prompt/completion text is not trained
         check_training_rows(Dataset.from_dict({"prompt": ["问"], "completion": ["答"]}), 3)
 

@@ -124,3 +124,15 @@ def test_gpu_benchmark_skips_cleanly_without_a_gpu():
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu_qlora.py"
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "no CUDA GPU" in done.stdout
+
+
+def test_target_modules_are_read_as_a_profile_writes_them():
+    """"q_proj,v_proj" and "attention-input" adapt the layers they name (they used to match none and plan no adapter)."""
+    gated, bloom = model_shape(QWEN_7B), model_shape(REAL["bloom-7b1"])
+    assert estimate_memory(gated, target_modules="q_proj,v_proj") == estimate_memory(gated,
+                                                                                    target_modules=["q_proj", "v_proj"])
+    assert estimate_memory(gated, target_modules="attention-input") == estimate_memory(
+        gated, target_modules=["q_proj", "k_proj", "v_proj"])
+    assert estimate_memory(bloom, target_modules="attention-input") == estimate_memory(
+        bloom, target_modules=["query_key_value"])
+    assert estimate_memory(gated, target_modules="attention-input")["trainable weights (fp32)"] > 0

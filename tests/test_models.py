@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BloomForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM
 
-from helpers.models import count_4bit_layers, load_model, load_tokenizer, quantization_config
+from helpers.models import count_4bit_layers, load_config, load_model, load_tokenizer, quantization_config
 
 ARCHS = {"qwen2": Qwen2ForCausalLM, "llama": LlamaForCausalLM, "bloom": BloomForCausalLM}
 
@@ -22,6 +22,12 @@ def test_smoke_model_linear_layers_are_bitsandbytes_4bit(tiny_dir, arch):
     assert isinstance(weight, bnb.nn.Params4bit) and weight.dtype == torch.uint8  # packed, two values a byte
     state = weight.quant_state
     assert state.quant_type == "nf4" and state.nested  # nf4 with double quantization
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_profiles_base_config_loads_without_weights(tiny_dir, arch):
+    config = load_config(f"tiny:{arch}")  # the form a profile's base_model takes
+    assert config.model_type == arch and config.vocab_size == load_model(str(tiny_dir(arch))).config.vocab_size
 
 
 def test_full_precision_when_asked(tiny_dir):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -238,6 +239,19 @@ def test_bottleneck_trains_under_gradient_checkpointing_on_nf4(tiny_dir, smoke_e
     train_model(model, tok, ds, profile, tmp_path)
     after = bottleneck.bottleneck_state_dict(model)
     assert all(not torch.equal(before[k], after[k]) for k in before)  # gradients reached every adapter
+
+
+def test_checkpointed_training_raises_no_deprecation_or_reentrant_warning(tiny_dir, smoke_examples, tmp_path):
+    """Checkpointing through transformers 5's own names: no `gradient_checkpointing*` deprecation from TRL's config
+    or peft's k-bit preparation, and no torch warning about an unset use_reentrant (a user reads all of them)."""
+    profile, tok, model, ds = _setup(tiny_dir, smoke_examples, gradient_checkpointing=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train_model(model, tok, ds, profile, tmp_path)
+    assert result.model.is_activation_checkpointing and result.steps == profile.max_steps
+    noisy = [str(w.message) for w in caught if "use_reentrant" in str(w.message)
+             or str(w.message).startswith(("`gradient_checkpointing` is", "`gradient_checkpointing_enable` is"))]
+    assert noisy == []
 
 
 def test_detach_gives_the_base_back(tiny_dir):

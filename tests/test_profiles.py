@@ -99,6 +99,8 @@ def test_overrides_are_not_mutated():
     ("lora_dropout", -0.5, r"in \[0, 1\)"),
     ("seed", -1, "0 or more"),
     ("max_new_tokens", 0, "at least 1"),
+    ("adapter_size", 0, "at least 1"),
+    ("adalora_target_r", 0, "at least 1"),
 ])
 def test_out_of_range_values_name_the_field_and_the_range(field, value, valid):
     with pytest.raises(ValueError, match=rf"profile field '{field}' must be {valid}, got"):

@@ -14,8 +14,7 @@ from transformers import TrainerCallback
 from helpers.models import load_model, load_tokenizer
 from helpers.profiles import get_profile
 from helpers.prompts import build_sft_dataset
-from helpers.train import (COMPLETE_MARKER, NonFiniteLossError, OutOfMemoryAdvice, _guard_supervised,
-                           latest_checkpoint, train_model)
+from helpers.train import COMPLETE_MARKER, NonFiniteLossError, OutOfMemoryAdvice, latest_checkpoint, train_model
 
 WORKER = Path(__file__).with_name("train_worker.py")
 
@@ -57,14 +56,6 @@ def test_trl_trains_on_our_labels_as_given(tiny_dir, smoke_examples, tmp_path):
     assert labels[0] == -100 and labels[-1] == tok.eos_token_id  # prompt masked, answer ends with eos
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     assert batch["labels"][0, :len(labels)].tolist() == labels
-
-
-def test_guard_rejects_batch_without_supervised_tokens():
-    guarded = _guard_supervised(lambda ex: {"labels": torch.full((2, 5), -100)})
-    with pytest.raises(ValueError, match="no supervised"):
-        guarded([{}, {}])
-    ok = _guard_supervised(lambda ex: {"labels": torch.tensor([[-100, 3]])})
-    assert ok([{}])["labels"].shape == (1, 2)
 
 
 def test_nan_loss_stops_with_step_lr_and_checkpoint(tiny_dir, smoke_examples, tmp_path):
@@ -160,6 +151,23 @@ def test_kill_during_save_never_leaves_a_corrupt_latest_checkpoint(tmp_path):
     assert list((ckpts / "incomplete").iterdir())  # the half-written one was set aside, not deleted
 
 
+def test_run_signature_covers_every_field_that_shapes_the_adapter():
+    """A checkpoint is resumed only under the same signature: a vocabulary expansion, its pre-training or another
+    batch order must change it; a longer run or another logging interval must not."""
+    from datasets import Dataset
+
+    from helpers.train import _run_signature
+
+    rows = Dataset.from_dict({"input_ids": [[1, 2, 3]], "labels": [[-100, 2, 3]]})
+    base = _run_signature(get_profile("smoke"), rows, 4, 1)
+    for changed in ({"vocab_expansion": "data_samples/corpus/zh_train.txt:200"}, {"pretrain_steps": 10},
+                    {"group_by_length": False}, {"lora_r": 4}):
+        assert _run_signature(get_profile("smoke", **changed), rows, 4, 1) != base, changed
+    for same in ({"max_steps": 60}, {"logging_steps": 2}, {"eval_limit": 5}, {"gradient_checkpointing": True}):
+        assert _run_signature(get_profile("smoke", **same), rows, 4, 1) == base, same
+    assert _run_signature(get_profile("smoke"), rows, 2, 2) == base  # an OOM retry keeps the effective batch
+
+
 def test_checkpoints_of_other_settings_are_not_resumed(tiny_dir, smoke_examples, tmp_path, capsys):
     profile, tok, model, ds = _setup(tiny_dir, smoke_examples, max_steps=4, save_steps=2)
     train_model(model, tok, ds, profile, tmp_path)
@@ -170,6 +178,20 @@ def test_checkpoints_of_other_settings_are_not_resumed(tiny_dir, smoke_examples,
     assert list((tmp_path / "checkpoints" / "previous").iterdir())
     profile, tok, model, ds = _setup(tiny_dir, smoke_examples, max_steps=6, save_steps=2, learning_rate=1e-3)
     assert train_model(model, tok, ds, profile, tmp_path).resumed_from.endswith("checkpoint-4")  # longer: resumes
+
+
+@pytest.mark.parametrize("name", ["smoke", "colab-t4", "a100"])
+def test_continued_pretraining_trains_in_the_precision_of_tuning(name, tmp_path):
+    from helpers.train import sft_config
+    from helpers.vocab import _training_args
+
+    profile = get_profile(name)
+    tuning = sft_config(profile, tmp_path, batch_size=1, grad_accum=1)
+    pretraining = _training_args(profile, 1, tmp_path)
+    assert (pretraining.fp16, pretraining.bf16, pretraining.optim) == (tuning.fp16, tuning.bf16, tuning.optim)
+    on_gpu = torch.cuda.is_available()
+    assert tuning.optim == ("paged_adamw_8bit" if on_gpu else "adamw_torch")
+    assert tuning.fp16 == (on_gpu and profile.compute_dtype == "float16")  # the T4 profile: fp16 with loss scaling
 
 
 @pytest.mark.gpu
