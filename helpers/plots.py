@@ -16,9 +16,9 @@ from matplotlib import font_manager
 from .paths import output_dir, project_path
 
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
-           "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
-           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels",
-           "INTERVAL_COLUMNS", "interval_columns", "with_units", "plot_loss_curves"]
+           "figure_path", "save_figure", "plot_loss", "plot_loss_curves", "chance_level", "series_from_table",
+           "bar_panel", "plot_panels", "plot_bars", "plot_beside_paper", "plot_heatmap", "plot_tidy_panels",
+           "interval_table", "INTERVAL_COLUMNS", "interval_columns", "with_units", "captioned"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -291,7 +291,6 @@ def captioned(df, profile, title: str, precision: int = 1):
     return df.style.set_caption(f"{title} · {profile_label(profile)}").format(precision=precision)
 
 
-
 def _heatmap_grid(table, rows: str, cols: str):
     """Row labels, column labels (first-appearance order) and a {(row, col): record} lookup; one record per cell."""
     dup = table.duplicated([rows, cols])
@@ -312,8 +311,6 @@ def plot_heatmap(table, profile, *, title: str, value_label: str, rows: str = "m
     tables 6/7; the colour scale (vmin/vmax, default the data's range) is labelled with value_label. Numbers
     published without an interval (the paper's own; no ci columns, or NaN) show the mean alone.
     """
-    import numpy as np
-
     row_labels, col_labels, cells = _heatmap_grid(table, rows, cols)
     get = lambda r, c, key: float(cells[(r, c)].get(key, "nan")) if (r, c) in cells else float("nan")  # noqa: E731
     means = np.array([[get(r, c, "mean") for c in col_labels] for r in row_labels])
