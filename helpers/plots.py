@@ -29,6 +29,7 @@ _FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".
 DPI = 120
 PALETTE = ("#30638e", "#d1495b", "#edae49", "#00798c", "#9aa5b1", "#5c6b7a")
 PAPER_SOURCE = "source: Si et al. 2023, numbers as published"
+_CROWDED = 16  # bars per panel above which the text over each bar turns upright
 
 
 def find_cjk_font() -> str | None:
@@ -164,7 +165,7 @@ def bar_panel(ax, labels, series: dict, *, ylabel: str, xlabel: str = "", title:
     or per-bar colours}; `texts` {series: [text per bar]} replaces the value labels."""
     labels, errors, colors = list(labels), errors or {}, colors or {}
     x, width = np.arange(len(labels)), 0.8 / max(1, len(series))
-    crowded = len(labels) * len(series) > 16  # narrow bars: labels turn upright so they do not overlap
+    crowded = len(labels) * len(series) > _CROWDED  # narrow bars: labels turn upright so they do not overlap
     for i, (name, values) in enumerate(series.items()):
         _draw_series(ax, x + (i - (len(series) - 1) / 2) * width, width, values, errors.get(name), label=name,
                      color=colors.get(name, PALETTE[i % len(PALETTE)]), fmt=fmt, fontsize=6 if crowded else 7,
@@ -200,14 +201,25 @@ def _label_width(labels) -> float:
     return max(0.45, 0.075 * max(map(len, lines), default=0)) if upright else 0.45
 
 
+def _panel_width(panel: dict) -> float:
+    """Inches for one panel: room for its tick labels, and for the text above each bar (a value, or a note such as
+    "[-1.1, +1.4]") so that neighbouring bars' texts do not overlap; crowded panels turn that text upright."""
+    labels, n_series = panel["labels"], max(1, len(panel["series"]))
+    width = _label_width(labels) * len(labels) * n_series ** 0.5 + 1.2
+    texts = [str(t) for bars in (panel.get("texts") or {}).values() for t in bars]
+    if texts and len(labels) * n_series <= _CROWDED:
+        longest = max(len(line) for t in texts for line in t.split("\n"))
+        width = max(width, len(labels) * n_series * 0.055 * longest / 0.8 + 1.2)  # ~0.055 in per 7-pt character
+    return max(3.2, width)
+
+
 def plot_panels(panels: list[dict], profile, *, title: str, ncols: int | None = None, sharey: bool = False,
                 legend=(), note: str = ""):
     """Side-by-side bar panels, one measure each (keys of bar_panel: labels, series, ylabel, ...), one legend below,
     the title with the profile, an optional footnote; `legend` adds (colour, label) patches."""
     ncols = ncols or len(panels)
     nrows = -(-len(panels) // ncols)
-    widths = [max(3.2, _label_width(p["labels"]) * len(p["labels"]) * max(1, len(p["series"])) ** 0.5 + 1.2)
-              for p in panels]
+    widths = [_panel_width(p) for p in panels]
     fig, axes = plt.subplots(nrows, ncols, figsize=(max(widths) * ncols, 3.6 * nrows + 0.6), sharey=sharey,
                              squeeze=False)
     for ax, panel in zip(axes.flat, panels):
