@@ -16,9 +16,9 @@ from matplotlib import font_manager
 from .paths import output_dir, project_path
 
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
-           "figure_path", "save_figure", "plot_loss", "plot_loss_curves", "chance_level", "series_from_table",
-           "bar_panel", "plot_panels", "plot_bars", "plot_beside_paper", "plot_heatmap", "plot_tidy_panels",
-           "interval_table", "INTERVAL_COLUMNS", "interval_columns", "with_units", "captioned"]
+           "figure_path", "save_figure", "plot_loss", "plot_loss_curves", "chance_level", "benchmark_axes",
+           "series_from_table", "bar_panel", "plot_panels", "plot_bars", "plot_beside_paper", "plot_heatmap",
+           "plot_tidy_panels", "interval_table", "INTERVAL_COLUMNS", "interval_columns", "with_units", "captioned"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -108,6 +108,13 @@ def plot_loss_curves(curves: dict, profile, *, title: str, ylabel: str = "traini
 def chance_level(n_options: int = 4) -> float:
     """Accuracy (%) of guessing uniformly among n options: 25 for the four options of MMCU/CMMLU/C-Eval."""
     return 100.0 / n_options
+
+
+def benchmark_axes(panels, n_options: int = 4) -> tuple[dict, dict]:
+    """(ylabels, chance) for plot_tidy_panels, by panel name: a Belle(-eval) panel is a score (0-100); any other
+    (exam, MMCU) is accuracy (%) with the chance line, ours and the paper's alike."""
+    ylabels = {p: "score (0-100)" if "belle" in p.lower() else "accuracy (%)" for p in dict.fromkeys(panels)}
+    return ylabels, {p: chance_level(n_options) for p, unit in ylabels.items() if unit.startswith("accuracy")}
 
 
 def series_from_table(table, label_col: str, labels, *, by: str = "model", names=None):

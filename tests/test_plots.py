@@ -159,3 +159,13 @@ def test_notes_above_neighbouring_bars_do_not_overlap():
     boxes = sorted((t.get_window_extent() for t in fig.axes[0].texts), key=lambda b: b.x0)
     assert len(boxes) == 6 and all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
     plt.close(fig)
+
+
+def test_benchmark_axes_give_exam_and_mmcu_panels_accuracy_and_the_chance_line():
+    from helpers.plots import benchmark_axes
+
+    panels = ["paper · Belle-eval (ChatGPT score)", "paper · MMCU (generated answers)", "ours · belle · rouge_l_chars",
+              "ours · exam · generate/0-shot", "ours · exam · generate/0-shot"]
+    ylabels, chance = benchmark_axes(panels)
+    assert list(ylabels.values()) == ["score (0-100)", "accuracy (%)", "score (0-100)", "accuracy (%)"]
+    assert chance == {panels[1]: 25.0, panels[3]: 25.0}
