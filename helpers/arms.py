@@ -42,7 +42,7 @@ __all__ = [
     "tidy_rows", "run_arm", "run_arms", "data_table", "untuned_arm", "group_rows",
     "comparison_table", "group_table", "gain_table", "headline", "verdict", "add_verdicts", "paper_view",
     "paper_contrast", "conclusion", "stage_bars", "results_summary", "tokenizer_table", "loss_table", "plan_view",
-    "arms_view", "table_view",
+    "arms_view", "table_view", "beside_rows", "verdict_summary",
 ]
 
 ARM_KEYS = ("name", "paper", "compare_to")  # arm keys that are not profile fields
@@ -736,6 +736,15 @@ def stage_bars(gains: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([base[cols], tuned[cols]], ignore_index=True)
 
 
+def beside_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """Our rows (a comparison, gain or stage_bars table) for plot_tidy_panels beside the paper's: panel "ours ·
+    <benchmark> · <metric>" (group_rows' "belle:math" on the belle panel) and, as the text above each bar, its
+    difference to the compared arm (blank where none; stage_bars' own note where the table has no diff)."""
+    panel = "ours · " + table["benchmark"].str.split(":").str[0] + " · " + table["metric"]
+    note = table["diff"].map(lambda d: "" if pd.isna(d) else f"{d:+.1f}") if "diff" in table else table["note"]
+    return table.assign(panel=panel, note=note)
+
+
 def _triple(row, prefix: str = "") -> list[float]:
     return [float(getattr(row, f"{prefix}{k}")) for k in ("mean", "ci_low", "ci_high")]  # numpy -> JSON floats
 
@@ -770,6 +779,15 @@ def results_summary(table: pd.DataFrame, verdicts: pd.DataFrame | None = None) -
             entry["verdict"] = said[(r.arm, r.benchmark, r.metric, _stage(r))]
         out.setdefault(r.arm, {})["/".join(x for x in (_stage(r), r.benchmark, r.metric) if x)] = entry
     return out
+
+
+def verdict_summary(verdicts: pd.DataFrame, *, with_metric: bool = False) -> dict:
+    """For record_results: {"verdicts": {"<arm> vs <against> / <benchmark>[ / <metric>]": verdict},
+    "verdicts_agreeing": how many agree with the paper, interval excluding 0, "n_verdicts": how many pairs}."""
+    keys = [f"{r.arm} vs {r.against} / {r.benchmark}" + (f" / {r.metric}" if with_metric else "")
+            for r in verdicts.itertuples()]
+    return {"verdicts": dict(zip(keys, verdicts["verdict"])),
+            "verdicts_agreeing": int((verdicts["verdict"] == VERDICTS[0]).sum()), "n_verdicts": len(verdicts)}
 
 
 def tokenizer_table(profile, arms, texts) -> pd.DataFrame:

@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 import requests
 
+from .eval_sets import BELLE_CATEGORIES
+
 __all__ = [
     "JUDGE_PROMPT_VERSION",
     "CATEGORIES",
@@ -46,10 +48,7 @@ __all__ = [
 
 JUDGE_PROMPT_VERSION = "v2"  # bump whenever a prompt below changes: it is part of the cache key
 
-CATEGORIES = (
-    "code", "open_qa", "brainstorm", "classification", "math",
-    "generation", "summary", "rewrite", "close_qa", "extract",
-)
+CATEGORIES = BELLE_CATEGORIES  # the ten Belle-eval categories, one rubric each
 # Belle-eval judges these without a reference (its std_answer is empty for all brainstorming and
 # generation items and most rewrite items); any item whose reference is empty is judged the same way.
 REFERENCE_FREE_CATEGORIES = ("brainstorm", "generation", "rewrite")

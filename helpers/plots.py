@@ -16,9 +16,9 @@ from matplotlib import font_manager
 from .paths import output_dir, project_path
 
 __all__ = ["CJK_FONTS", "DPI", "PALETTE", "PAPER_SOURCE", "find_cjk_font", "setup_style", "profile_label",
-           "figure_path", "save_figure", "plot_loss", "chance_level", "series_from_table", "bar_panel",
-           "plot_panels", "plot_bars", "plot_beside_paper", "interval_table", "captioned", "plot_heatmap", "plot_tidy_panels",
-           "INTERVAL_COLUMNS", "interval_columns", "with_units", "plot_loss_curves"]
+           "figure_path", "save_figure", "plot_loss", "plot_loss_curves", "chance_level", "benchmark_axes",
+           "series_from_table", "bar_panel", "plot_panels", "plot_bars", "plot_beside_paper", "plot_heatmap",
+           "plot_tidy_panels", "interval_table", "INTERVAL_COLUMNS", "interval_columns", "with_units", "captioned"]
 
 # Fonts that cover simplified Chinese, most common first (Colab: Noto via apt; Debian: WenQuanYi; macOS/Windows).
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Source Han Sans SC",
@@ -29,6 +29,7 @@ _FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".
 DPI = 120
 PALETTE = ("#30638e", "#d1495b", "#edae49", "#00798c", "#9aa5b1", "#5c6b7a")
 PAPER_SOURCE = "source: Si et al. 2023, numbers as published"
+_CROWDED = 16  # bars per panel above which the text over each bar turns upright
 
 
 def find_cjk_font() -> str | None:
@@ -109,6 +110,13 @@ def chance_level(n_options: int = 4) -> float:
     return 100.0 / n_options
 
 
+def benchmark_axes(panels, n_options: int = 4) -> tuple[dict, dict]:
+    """(ylabels, chance) for plot_tidy_panels, by panel name: a Belle(-eval) panel is a score (0-100); any other
+    (exam, MMCU) is accuracy (%) with the chance line, ours and the paper's alike."""
+    ylabels = {p: "score (0-100)" if "belle" in p.lower() else "accuracy (%)" for p in dict.fromkeys(panels)}
+    return ylabels, {p: chance_level(n_options) for p, unit in ylabels.items() if unit.startswith("accuracy")}
+
+
 def series_from_table(table, label_col: str, labels, *, by: str = "model", names=None):
     """(series, errors) for bar_panel from a tidy table with mean/ci_low/ci_high: one series per value of `by`
     (or `names`), in `labels` order; a label the table lacks is NaN (drawn as "n/a")."""
@@ -164,7 +172,7 @@ def bar_panel(ax, labels, series: dict, *, ylabel: str, xlabel: str = "", title:
     or per-bar colours}; `texts` {series: [text per bar]} replaces the value labels."""
     labels, errors, colors = list(labels), errors or {}, colors or {}
     x, width = np.arange(len(labels)), 0.8 / max(1, len(series))
-    crowded = len(labels) * len(series) > 16  # narrow bars: labels turn upright so they do not overlap
+    crowded = len(labels) * len(series) > _CROWDED  # narrow bars: labels turn upright so they do not overlap
     for i, (name, values) in enumerate(series.items()):
         _draw_series(ax, x + (i - (len(series) - 1) / 2) * width, width, values, errors.get(name), label=name,
                      color=colors.get(name, PALETTE[i % len(PALETTE)]), fmt=fmt, fontsize=6 if crowded else 7,
@@ -200,14 +208,25 @@ def _label_width(labels) -> float:
     return max(0.45, 0.075 * max(map(len, lines), default=0)) if upright else 0.45
 
 
+def _panel_width(panel: dict) -> float:
+    """Inches for one panel: room for its tick labels, and for the text above each bar (a value, or a note such as
+    "[-1.1, +1.4]") so that neighbouring bars' texts do not overlap; crowded panels turn that text upright."""
+    labels, n_series = panel["labels"], max(1, len(panel["series"]))
+    width = _label_width(labels) * len(labels) * n_series ** 0.5 + 1.2
+    texts = [str(t) for bars in (panel.get("texts") or {}).values() for t in bars]
+    if texts and len(labels) * n_series <= _CROWDED:
+        longest = max(len(line) for t in texts for line in t.split("\n"))
+        width = max(width, len(labels) * n_series * 0.055 * longest / 0.8 + 1.2)  # ~0.055 in per 7-pt character
+    return max(3.2, width)
+
+
 def plot_panels(panels: list[dict], profile, *, title: str, ncols: int | None = None, sharey: bool = False,
                 legend=(), note: str = ""):
     """Side-by-side bar panels, one measure each (keys of bar_panel: labels, series, ylabel, ...), one legend below,
     the title with the profile, an optional footnote; `legend` adds (colour, label) patches."""
     ncols = ncols or len(panels)
     nrows = -(-len(panels) // ncols)
-    widths = [max(3.2, _label_width(p["labels"]) * len(p["labels"]) * max(1, len(p["series"])) ** 0.5 + 1.2)
-              for p in panels]
+    widths = [_panel_width(p) for p in panels]
     fig, axes = plt.subplots(nrows, ncols, figsize=(max(widths) * ncols, 3.6 * nrows + 0.6), sharey=sharey,
                              squeeze=False)
     for ax, panel in zip(axes.flat, panels):
@@ -291,7 +310,6 @@ def captioned(df, profile, title: str, precision: int = 1):
     return df.style.set_caption(f"{title} · {profile_label(profile)}").format(precision=precision)
 
 
-
 def _heatmap_grid(table, rows: str, cols: str):
     """Row labels, column labels (first-appearance order) and a {(row, col): record} lookup; one record per cell."""
     dup = table.duplicated([rows, cols])
@@ -312,8 +330,6 @@ def plot_heatmap(table, profile, *, title: str, value_label: str, rows: str = "m
     tables 6/7; the colour scale (vmin/vmax, default the data's range) is labelled with value_label. Numbers
     published without an interval (the paper's own; no ci columns, or NaN) show the mean alone.
     """
-    import numpy as np
-
     row_labels, col_labels, cells = _heatmap_grid(table, rows, cols)
     get = lambda r, c, key: float(cells[(r, c)].get(key, "nan")) if (r, c) in cells else float("nan")  # noqa: E731
     means = np.array([[get(r, c, "mean") for c in col_labels] for r in row_labels])

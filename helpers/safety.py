@@ -251,7 +251,8 @@ def judge_harmlessness(settings, prompt: str, reply: str, *, session=None) -> di
 def score_safety_with_judge(df: pd.DataFrame, settings, *, progress: bool = True) -> pd.DataFrame:
     """Tidy judge verdicts {item_id, category, scorer="judge:<model>", score} per reply; errors name the item."""
     import requests
-    from tqdm.auto import tqdm
+
+    from .console import tqdm  # text bars in headless runs (papermill), where a widget would be saved at 0%
 
     scores = []
     with requests.Session() as session:

@@ -376,6 +376,22 @@ def test_verdicts_use_the_papers_numbers_for_each_arm_and_the_conclusion_warns_o
                      columns={"belle": "belle"})
 
 
+def test_verdict_summary_and_beside_rows_for_the_results_and_the_figure():
+    table = A.comparison_table(_rows({"a": 30, "b": 50}), n_boot=200)
+    verdicts = A.add_verdicts(table, {"b": {"belle": 4.0}})
+    summary = A.verdict_summary(verdicts)
+    assert summary == {"verdicts": {"b vs a / belle": A.VERDICTS[0]}, "verdicts_agreeing": 1, "n_verdicts": 1}
+    assert list(A.verdict_summary(verdicts, with_metric=True)["verdicts"]) == ["b vs a / belle / rouge_l_chars"]
+    assert A.verdict_summary(A.add_verdicts(table, {"b": {"belle": -4.0}}))["verdicts_agreeing"] == 0
+    rows = A.beside_rows(pd.concat([table, A.comparison_table(A.group_rows(_rows({"a": 30, "b": 50}),
+                                                                           {"belle": ["math"]}), n_boot=200)]))
+    assert set(rows["panel"]) == {"ours · belle · rouge_l_chars"}  # "belle:math" joins the belle panel
+    assert rows["note"].iat[0] == "" and rows["note"].iat[1].startswith("+")  # the reference has no difference
+    gains = A.gain_table(pd.concat([_rows({"a": 30}, stage="base"), _rows({"a": 45}, seed=1)]), n_boot=200)
+    bars = A.beside_rows(A.stage_bars(gains))
+    assert list(bars["note"]) == list(A.stage_bars(gains)["note"])  # stage_bars' gain notes are kept
+
+
 def test_headline_keeps_the_papers_way_of_scoring():
     table = pd.DataFrame({"benchmark": ["belle", "belle", "exam", "exam", "exam"],
                           "metric": ["rouge_l_chars", "judge:gpt-4o-mini", "loglik/0-shot", "generate/3-shot",

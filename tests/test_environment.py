@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -78,6 +80,14 @@ def test_headless_bars_are_text_that_ends_at_100_percent(capsys):
     progress.on_train_end(None, state, None)
     err = capsys.readouterr().err
     assert "work: 100%" in err and "training: 100%" in err and "30/30" in err
+
+
+def test_every_helper_draws_its_bars_through_the_console_module():
+    # tqdm.auto draws a widget in a papermill kernel, saved frozen at 0%: only helpers.console picks the bar kind.
+    helpers = Path(__file__).resolve().parents[1] / "helpers"
+    direct = [p.name for p in helpers.glob("*.py")
+              if p.name != "console.py" and re.search(r"^\s*(from tqdm|import tqdm)", p.read_text(), re.M)]
+    assert direct == []
 
 
 def test_trainer_shows_one_bar_instead_of_a_loss_table():

@@ -492,3 +492,11 @@ def test_fake_server_cli_writes_base_url_and_serves(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_every_belle_category_has_a_criterion_in_both_rubrics():
+    from helpers.eval_sets import BELLE_CATEGORIES
+    from helpers.judge import RUBRICS
+
+    assert CATEGORIES == BELLE_CATEGORIES
+    assert all(set(rubric["criteria"]) == set(BELLE_CATEGORIES) for rubric in RUBRICS.values())

@@ -146,3 +146,26 @@ def test_loss_curves_share_one_axis_one_line_each_told_apart():
     assert len(styles) == 12  # the 11th and 12th reuse a colour, dashed
     assert "profile: smoke" in ax.get_title() and "step" in ax.get_xlabel() and "nats" in ax.get_ylabel()
     plt.close(fig)
+
+
+def test_notes_above_neighbouring_bars_do_not_overlap():
+    from helpers.plots import plot_panels
+
+    note = "1.9\n+0.6\n[+0.3, +1.1]"  # a value, a gain and its interval: wider than a bar of a default-size panel
+    panel = dict(labels=["llama", "bloom", "qwen2"], series={"untuned": [1.3, 1.3, 1.7], "tuned": [1.9, 1.5, 1.6]},
+                 ylabel="score (0-100)", texts={"untuned": [note] * 3, "tuned": [note] * 3})
+    fig = plot_panels([panel, panel], get_profile("smoke"), title="t")
+    fig.canvas.draw()
+    boxes = sorted((t.get_window_extent() for t in fig.axes[0].texts), key=lambda b: b.x0)
+    assert len(boxes) == 6 and all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:]))
+    plt.close(fig)
+
+
+def test_benchmark_axes_give_exam_and_mmcu_panels_accuracy_and_the_chance_line():
+    from helpers.plots import benchmark_axes
+
+    panels = ["paper · Belle-eval (ChatGPT score)", "paper · MMCU (generated answers)", "ours · belle · rouge_l_chars",
+              "ours · exam · generate/0-shot", "ours · exam · generate/0-shot"]
+    ylabels, chance = benchmark_axes(panels)
+    assert list(ylabels.values()) == ["score (0-100)", "accuracy (%)", "score (0-100)", "accuracy (%)"]
+    assert chance == {panels[1]: 25.0, panels[3]: 25.0}
