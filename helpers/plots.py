@@ -148,9 +148,9 @@ def _draw_series(ax, pos, width, values, low_high, *, label, color, fmt, fontsiz
         _bar_label(ax, x, t, v, fmt, fontsize, rotation, None if texts is None else texts[i])
 
 
-def _style_axis(ax, labels, drawn, *, xlabel, ylabel, title):
+def _style_axis(ax, labels, drawn, *, xlabel, ylabel, title, text_lines: int = 1):
     ax.axhline(0, color="#333333", linewidth=0.6)
-    ax.margins(y=0.12)  # room for the value labels
+    ax.margins(y=0.05 + 0.07 * text_lines)  # room for the labels above the bars: a value, or a note of a few lines
     if np.nanmin(drawn, initial=0) >= 0:  # no negative value: the axis starts at 0 (and an all-zero one ends at 1)
         ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1.0))
     # Slant only labels that would collide: long ones, many of them, on one line each.
@@ -182,7 +182,8 @@ def bar_panel(ax, labels, series: dict, *, ylabel: str, xlabel: str = "", title:
     if reference is not None:
         ax.axhline(reference[0], color="#888888", linestyle=":", linewidth=1.2, label=reference[1])
     drawn = np.concatenate([np.ravel(v) for v in series.values()] + [np.ravel(e) for e in errors.values()])
-    _style_axis(ax, labels, drawn, xlabel=xlabel, ylabel=ylabel, title=title)
+    lines = max((str(t).count("\n") + 1 for bars in (texts or {}).values() for t in bars), default=1)
+    _style_axis(ax, labels, drawn, xlabel=xlabel, ylabel=ylabel, title=title, text_lines=1 if crowded else lines)
     return ax
 
 

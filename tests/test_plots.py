@@ -161,6 +161,21 @@ def test_notes_above_neighbouring_bars_do_not_overlap():
     plt.close(fig)
 
 
+def test_notes_of_several_lines_stay_inside_their_panel():
+    """A value, a gain and its interval stacked over the tallest bar (with its error bar) end below the frame."""
+    from helpers.plots import plot_panels
+
+    note = "1.9\n+0.6\n[+0.3, +1.1]"
+    panel = dict(labels=["llama", "bloom", "qwen2"], series={"untuned": [1.3, 1.3, 1.7], "tuned": [1.9, 1.5, 1.6]},
+                 errors={"untuned": ([0.2, 0.5, 1.2], [2.4, 2.3, 2.2]), "tuned": ([1.0, 0.7, 1.2], [3.1, 2.3, 2.0])},
+                 ylabel="score (0-100)", texts={"tuned": [note] * 3})
+    fig = plot_panels([panel, panel], get_profile("smoke"), title="t")
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert all(t.get_window_extent().y1 <= ax.get_window_extent().y1 for t in ax.texts)
+    plt.close(fig)
+
+
 def test_benchmark_axes_give_exam_and_mmcu_panels_accuracy_and_the_chance_line():
     from helpers.plots import benchmark_axes
 
